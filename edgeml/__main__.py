@@ -1,0 +1,3 @@
+from edgeml.cli import _entry
+
+_entry()
