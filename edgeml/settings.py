@@ -10,7 +10,7 @@ the file overrides the built-in default.
     broker = "mqtt://10.0.0.5:1883"
     fleet = "plant-a"
 
-    [fleet]            # sections for later subsystems are read with Settings.section()
+    [rollout]          # sections for subsystems are read with Settings.section()
     soak = "10m"
 """
 
