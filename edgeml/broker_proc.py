@@ -149,7 +149,7 @@ class EmbeddedBroker(PrivateBroker):
     def start(self, timeout: float = 15.0) -> None:
         """Start it; raises UsageError when the embedded broker is unavailable or does not listen."""
         try:
-            from edgeml.broker import start_embedded_broker  # type: ignore[attr-defined]
+            from edgeml.broker import start_embedded_broker
         except ImportError as exc:
             raise UsageError(
                 "no MQTT broker: mosquitto is not installed and the embedded broker is unavailable",
