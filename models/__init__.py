@@ -1,0 +1,1 @@
+"""Model recipes, one file each; :mod:`models.registry` lists them and picks defaults."""

@@ -53,3 +53,24 @@ def pg_url() -> str:
             pytest.fail(msg)
         pytest.skip(msg)
     return url
+
+
+@pytest.fixture(scope="session")
+def digits_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A trained digits CNN folder (``edgeml train --dataset digits``, few epochs), built once per session."""
+    from edgeml.pipeline.train import train
+
+    out = tmp_path_factory.mktemp("digits-model") / "model"
+    train("digits", out, recipe="cnn", seed=0, params={"epochs": 4, "patience": 0})
+    return out
+
+
+@pytest.fixture(scope="session")
+def digits_convert_dir(digits_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The ``edgeml convert`` output of :func:`digits_model_dir`: report.json, variants/*.tflite|onnx
+    and variants/*.manifest.json (INTERFACES.md §1), built once per session."""
+    from edgeml.pipeline.convert import convert
+
+    out = tmp_path_factory.mktemp("digits-convert") / "convert"
+    convert(digits_model_dir, out, latency_runs=50)
+    return out
