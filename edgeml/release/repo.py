@@ -1,0 +1,307 @@
+"""The update repository on the workstation: python-tuf metadata on disk, signed with the keys
+of :mod:`edgeml.release.keystore`.
+
+Layout under ``settings.repo_dir``::
+
+    metadata/1.root.json, 2.root.json, …   every root version (devices walk them in order)
+    metadata/root.json                      copy of the newest root (provision devices with it)
+    metadata/N.targets.json, N.snapshot.json consistent snapshots (targets.json/snapshot.json: newest)
+    metadata/timestamp.json
+    targets/models/<name>/<version>/<file>  the model files
+
+Snapshot lists targets metadata with version, length and sha256; timestamp does the same for
+snapshot (so a device caps each download at the signed length and refuses mixed versions).
+Expiry per role comes from ``edgeml.toml`` ``[release]`` (``timestamp_expiry = "1d"`` …).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Optional
+
+from securesystemslib.signer import Signer  # type: ignore[attr-defined]  # mypy strict override hides re-exports
+from tuf.api.metadata import Metadata, MetaFile, Root, Signed, Snapshot, TargetFile, Targets, Timestamp  # type: ignore[attr-defined]  # mypy strict override hides re-exports
+from tuf.api.serialization.json import JSONSerializer
+from tuf.repository import Repository as TufRepository  # type: ignore[attr-defined]  # mypy strict override hides re-exports
+
+from device_agent.errors import DataError
+from device_agent.protocol.topics import Topics
+from device_agent.protocol.versions import version_key
+from device_agent.updater.updater import MODELS_PREFIX, decode_manifest
+from edgeml.errors import ReleaseError
+from edgeml.release.keystore import KeyStore
+from edgeml.settings import Settings
+
+DEFAULT_EXPIRY = {
+    "root": timedelta(days=365),
+    "targets": timedelta(days=365),
+    "snapshot": timedelta(days=30),
+    "timestamp": timedelta(days=1),
+}
+_SIGNED = {Root.type: Root, Targets.type: Targets, Snapshot.type: Snapshot, Timestamp.type: Timestamp}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str | int | float, what: str) -> timedelta:
+    """``"90s"``, ``"10m"``, ``"12h"``, ``"7d"``, ``"2w"`` or seconds. Raises ReleaseError."""
+    m = _DURATION.match(str(text))
+    if not m or float(m.group(1)) <= 0:
+        raise ReleaseError(f"{what} {text!r} is not a duration", hint="use e.g. 90s, 10m, 12h, 7d or 2w")
+    return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+
+
+def expiry_from_settings(settings: Settings) -> dict[str, timedelta]:
+    """Expiry period per role: ``[release] <role>_expiry`` in edgeml.toml, else the defaults."""
+    section = settings.section("release")
+    out = dict(DEFAULT_EXPIRY)
+    for role in out:
+        key = f"{role}_expiry"
+        if key in section:
+            out[role] = parse_duration(section[key], f"[release] {key}")
+    return out
+
+
+def _serialize(md: Metadata[Any]) -> bytes:
+    return md.to_bytes(JSONSerializer(compact=True))
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Repository(TufRepository):
+    """The workstation's TUF repository (see module doc).
+
+    ``expiry`` overrides the per-role expiry periods; ``now`` fixes the clock (tests).
+    Editing methods raise ReleaseError when a needed private key is missing or locked.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        passphrase: Optional[str] = None,
+        expiry: Optional[dict[str, timedelta]] = None,
+        now: Optional[datetime] = None,
+    ) -> None:
+        self.settings = settings
+        self.dir = settings.repo_dir
+        self.meta_dir = self.dir / "metadata"
+        self.targets_dir = self.dir / "targets"
+        self.keys = KeyStore(settings.keys_dir, passphrase)
+        self.expiry = {**expiry_from_settings(settings), **(expiry or {})}
+        self._now = now
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.settings.fleet)
+
+    def now(self) -> datetime:
+        return self._now or datetime.now(timezone.utc)
+
+    # storage ---------------------------------------------------------------------------------
+    def exists(self) -> bool:
+        return (self.meta_dir / "root.json").is_file()
+
+    def require(self) -> None:
+        """Raise ReleaseError unless the repository has been initialised."""
+        if not self.exists():
+            raise ReleaseError(
+                f"no update repository at {self.dir}",
+                hint="create keys and the initial root with `edgeml keys init` (or pass --home)",
+            )
+
+    def path_of(self, role: str, version: Optional[int] = None) -> Path:
+        if version is None:
+            return self.meta_dir / f"{role}.json"
+        return self.meta_dir / f"{version}.{role}.json"
+
+    def open(self, role: str) -> Metadata[Any]:
+        """Current metadata of ``role`` (a fresh copy), or a new version-0 one."""
+        path = self.path_of(role)
+        if not path.is_file():
+            md: Metadata[Any] = Metadata(_SIGNED[role]())
+            md.signed.version = 0
+            return md
+        return Metadata.from_bytes(path.read_bytes())
+
+    def signers_for(self, role: str, root: Root) -> list[Signer]:
+        """Signers of every key this workstation holds for ``role`` in ``root``."""
+        out: list[Signer] = []
+        for keyid in root.roles[role].keyids:
+            signer = self.keys.signer(root.keys[keyid])
+            if signer is not None:
+                out.append(signer)
+        return out
+
+    def close(self, role: str, md: Metadata[Any]) -> None:
+        """Bump version, set expiry, sign and store ``md``.
+
+        Root is signed by its own keys and by the previous root's keys (a rotation needs both).
+        Raises ReleaseError when the keys held cannot meet the role's threshold.
+        """
+        signed: Signed = md.signed
+        signed.version += 1
+        signed.expires = self.now() + self.expiry[role]
+        md.signatures.clear()
+        if role == Root.type:
+            new_root: Root = md.signed
+            roots = [new_root] + ([self.root()] if self.exists() else [])
+            signers: dict[str, Signer] = {}
+            for r in roots:
+                for s in self.signers_for(Root.type, r):
+                    signers[s.public_key.keyid] = s
+            for r in roots:
+                held = [k for k in r.roles[Root.type].keyids if k in signers]
+                if len(held) < r.roles[Root.type].threshold:
+                    raise ReleaseError(
+                        f"root v{r.version} needs {r.roles[Root.type].threshold} root key(s); {len(held)} available",
+                        hint=f"bring the offline root keys to {self.keys.dir / 'root'} (and unlock them)",
+                    )
+            for s in signers.values():
+                md.sign(s, append=True)
+        else:
+            root = self.root()
+            role_signers = self.signers_for(role, root)
+            threshold = root.roles[role].threshold
+            if len(role_signers) < threshold:
+                raise ReleaseError(
+                    f"{role} needs {threshold} key(s) to sign; {len(role_signers)} available in {self.keys.dir / role}",
+                    hint="bring the offline keys to this workstation (and unlock them) or rotate the role's keys",
+                )
+            for s in role_signers:
+                md.sign(s, append=True)
+        data = _serialize(md)
+        if role in (Timestamp.type,):
+            _atomic_write(self.path_of(role), data)
+        else:
+            _atomic_write(self.path_of(role, signed.version), data)
+            _atomic_write(self.path_of(role), data)
+
+    @property
+    def targets_infos(self) -> dict[str, MetaFile]:
+        data = self.path_of(Targets.type).read_bytes()
+        version = Metadata.from_bytes(data).signed.version
+        return {"targets.json": MetaFile.from_data(version, data, ["sha256"])}
+
+    @property
+    def snapshot_info(self) -> MetaFile:
+        data = self.path_of(Snapshot.type).read_bytes()
+        version = Metadata.from_bytes(data).signed.version
+        return MetaFile.from_data(version, data, ["sha256"])
+
+    # queries ---------------------------------------------------------------------------------
+    def releases(self, name: Optional[str] = None) -> list[dict[str, Any]]:
+        """Published model releases (of ``name`` or all), oldest first per name."""
+        self.require()
+        out = []
+        for path, info in self.targets().targets.items():
+            parts = path.split("/")
+            if not path.startswith(MODELS_PREFIX) or len(parts) != 4:
+                continue
+            if name is not None and parts[1] != name:
+                continue
+            custom = info.custom if isinstance(info.custom, dict) else {}
+            try:
+                manifest: dict[str, Any] = decode_manifest(custom.get("edgeml"), path).to_dict()
+            except DataError:
+                manifest = {}
+            out.append(
+                {
+                    "name": parts[1],
+                    "version": parts[2],
+                    "filename": parts[3],
+                    "target_path": path,
+                    "length": info.length,
+                    "sha256": info.hashes.get("sha256"),
+                    "published_at": custom.get("published_at"),
+                    "manifest": manifest,
+                }
+            )
+        try:
+            out.sort(key=lambda r: (str(r["name"]), version_key(str(r["version"]))))
+        except DataError:
+            out.sort(key=lambda r: (r["name"], r["version"]))
+        return out
+
+    def newest_version(self, name: str) -> Optional[str]:
+        rels = self.releases(name)
+        return rels[-1]["version"] if rels else None
+
+    def target_file(self, target_path: str) -> Path:
+        return self.targets_dir / target_path
+
+    def status(self) -> dict[str, Any]:
+        """Versions and expiry of every role."""
+        self.require()
+        out: dict[str, Any] = {}
+        for role in (Root.type, Targets.type, Snapshot.type, Timestamp.type):
+            s = self.open(role).signed
+            out[role] = {"version": s.version, "expires": s.expires.isoformat().replace("+00:00", "Z")}
+        root = self.root()
+        out["thresholds"] = {r: root.roles[r].threshold for r in root.roles}
+        return out
+
+    # edits -----------------------------------------------------------------------------------
+    def add_target(self, target_path: str, data: bytes, custom: dict[str, Any]) -> TargetFile:
+        """Store ``data`` as a target with ``custom`` fields and sign new targets, snapshot and
+        timestamp. Raises ReleaseError when keys are missing."""
+        self.require()
+        info = TargetFile.from_data(target_path, data, ["sha256"])
+        info.unrecognized_fields["custom"] = custom
+        _atomic_write(self.target_file(target_path), data)
+        with self.edit_targets() as targets:
+            targets.targets[target_path] = info
+        self.do_snapshot()
+        self.do_timestamp()
+        return info
+
+    def refresh_timestamp(self, snapshot_margin: Optional[timedelta] = None) -> dict[str, Any]:
+        """Re-sign timestamp (new version and expiry). Re-signs snapshot too when it expires
+        within ``snapshot_margin`` (default: half its period). Returns the new status."""
+        self.require()
+        margin = snapshot_margin if snapshot_margin is not None else self.expiry["snapshot"] / 2
+        if self.snapshot().expires - self.now() < margin:
+            self.do_snapshot(force=True)
+        self.do_timestamp(force=True)
+        return self.status()
+
+    def metadata_files(self) -> list[Path]:
+        """Metadata files the broker should hold: every root version, the current snapshot and
+        targets (by version) and timestamp."""
+        self.require()
+        roots = sorted(self.meta_dir.glob("*.root.json"), key=lambda p: int(p.name.split(".")[0]))
+        files = list(roots)
+        for role in (Targets.type, Snapshot.type):
+            version = self.open(role).signed.version
+            files.append(self.path_of(role, version))
+        files.append(self.path_of(Timestamp.type))
+        return files
+
+
+def load_json(path: Path, what: str) -> dict[str, Any]:
+    """Read a JSON object. Raises ReleaseError."""
+    try:
+        value = json.loads(path.read_text())
+    except OSError as exc:
+        raise ReleaseError(f"cannot read {what} {path}: {exc.strerror}", hint="check the path") from exc
+    except ValueError as exc:
+        raise ReleaseError(f"{what} {path} is not valid JSON: {exc}", hint="regenerate it") from exc
+    if not isinstance(value, dict):
+        raise ReleaseError(f"{what} {path} is not a JSON object", hint="regenerate it")
+    return value
