@@ -24,6 +24,7 @@ from device_agent.updater.errors import (
     UntrustedMetadataError,
     UpdateDataError,
 )
+from device_agent.updater.mqtt import TLSFiles
 from device_agent.updater.updater import (
     Release,
     Updater,
@@ -42,6 +43,7 @@ __all__ = [
     "OlderVersionError",
     "OversizeError",
     "Release",
+    "TLSFiles",
     "ReleaseNotFoundError",
     "RollbackError",
     "UntrustedMetadataError",

@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional, Union
 
 import paho.mqtt.client as mqtt
@@ -31,6 +32,18 @@ from device_agent.protocol.topics import Topics, check_segment
 from device_agent.updater.errors import KEPT, BrokerUnavailableError, OversizeError
 
 log = logging.getLogger("edgeml.agent.updater")
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """Credentials beyond the URL: a CA bundle and a client certificate (mutual TLS), or a
+    username/password (these win over ones in the URL)."""
+
+    ca_file: Optional[Path] = None
+    cert_file: Optional[Path] = None
+    key_file: Optional[Path] = None
+    username: Optional[str] = None
+    password: Optional[str] = None
 
 
 @dataclass
@@ -59,8 +72,10 @@ class RetainedReader:
         connect_timeout: float = 10.0,
         request_timeout: float = 15.0,
         reconnect_timeout: float = 30.0,
+        tls: Optional[TLSFiles] = None,
     ) -> None:
         self.url = broker if isinstance(broker, BrokerURL) else BrokerURL.parse(broker)
+        self.tls = tls or TLSFiles()
         self.topics = topics
         self.client_id = check_segment(client_id or f"updater-{uuid.uuid4().hex[:12]}", "client id")
         self.marker_topic = f"{topics.root}/probe/{self.client_id}"
@@ -86,10 +101,15 @@ class RetainedReader:
         ``connect_timeout`` without a connection."""
         if self._client is None:
             client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True)
-            if self.url.username:
-                client.username_pw_set(self.url.username, self.url.password)
+            username = self.tls.username or self.url.username
+            if username:
+                client.username_pw_set(username, self.tls.password or self.url.password)
             if self.url.tls:
-                client.tls_set()
+                client.tls_set(
+                    ca_certs=str(self.tls.ca_file) if self.tls.ca_file else None,
+                    certfile=str(self.tls.cert_file) if self.tls.cert_file else None,
+                    keyfile=str(self.tls.key_file) if self.tls.key_file else None,
+                )
             client.reconnect_delay_set(min_delay=1, max_delay=2)
             client.on_connect = self._on_connect
             client.on_disconnect = self._on_disconnect

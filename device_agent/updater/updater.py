@@ -42,7 +42,7 @@ from device_agent.updater.errors import (
     UpdateDataError,
 )
 from device_agent.updater.fetcher import METADATA_URL, TARGETS_URL, MqttFetcher, Progress
-from device_agent.updater.mqtt import RetainedReader
+from device_agent.updater.mqtt import RetainedReader, TLSFiles
 
 log = logging.getLogger("edgeml.agent.updater")
 
@@ -132,8 +132,11 @@ class Updater:
     """Verified model updates over MQTT (see module doc). Not thread-safe; one per device.
 
     ``broker`` is a :class:`BrokerURL` or URL string; the updater opens its own connection
-    (client id ``client_id`` or a random one). Raises ConfigError when ``metadata_dir`` has no
-    trusted ``root.json``; BrokerUnavailableError when the broker cannot be reached.
+    (client id ``client_id`` or a random one; ``tls`` adds CA/client certificate/password).
+    ``trusted_root`` (the provisioned root.json) is copied into an empty ``metadata_dir``; after
+    that the metadata folder is the device's trust, moved forward by verified root rotations.
+    Raises ConfigError when ``metadata_dir`` has no trusted ``root.json``; the broker is
+    contacted lazily (first refresh), raising BrokerUnavailableError when unreachable.
     """
 
     def __init__(
@@ -144,8 +147,12 @@ class Updater:
         config: Optional[UpdaterConfig] = None,
         cache_dir: Optional[Union[Path, str]] = None,
         client_id: Optional[str] = None,
+        tls: Optional[TLSFiles] = None,
+        trusted_root: Optional[Union[Path, str]] = None,
     ) -> None:
         self.metadata_dir = Path(metadata_dir)
+        if trusted_root is not None and not (self.metadata_dir / "root.json").exists():
+            install_trusted_root(self.metadata_dir, Path(trusted_root))
         if not (self.metadata_dir / "root.json").is_file():
             raise ConfigError(
                 f"no trusted root at {self.metadata_dir / 'root.json'}",
@@ -161,6 +168,7 @@ class Updater:
             connect_timeout=self.config.connect_timeout,
             request_timeout=self.config.request_timeout,
             reconnect_timeout=self.config.reconnect_timeout,
+            tls=tls,
         )
         self.fetcher = MqttFetcher(self.reader, self.config, self.cache_dir)
         self._tuf: Optional[TufUpdater] = None
@@ -316,6 +324,24 @@ class Updater:
             tmp.unlink(missing_ok=True)
         self.fetcher.clear_cache()
         return dest
+
+
+def install_trusted_root(metadata_dir: Path, root_file: Path) -> None:
+    """Copy a provisioned root.json into an empty metadata folder (atomically). Raises ConfigError."""
+    try:
+        data = root_file.read_bytes()
+        Metadata.from_bytes(data)
+    except OSError as exc:
+        raise ConfigError(f"cannot read trusted root {root_file}: {exc.strerror}", hint="provision the device") from exc
+    except tuf_errors.RepositoryError as exc:
+        raise ConfigError(
+            f"{root_file} is not TUF root metadata: {exc}", hint="copy the repository's root.json"
+        ) from exc
+    metadata_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".root.", dir=metadata_dir)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, metadata_dir / "root.json")
 
 
 @contextlib.contextmanager
