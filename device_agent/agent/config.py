@@ -65,6 +65,7 @@ class AgentConfig:
     probation_latency_factor: float = 1.0
     max_update_attempts: int = 3
     max_download_bytes: int = 256 * 1024 * 1024
+    update_timeout: float = 15.0
     # inference
     runtime: str = "auto"
     threads: int = 1
@@ -98,7 +99,7 @@ class AgentConfig:
         if self.http_address is not None:
             parse_address(self.http_address)
         _positive(self, "telemetry_interval", "update_check_interval", "reconnect_min_s", "reconnect_max_s")
-        _positive(self, "probation_seconds", "probation_latency_factor")
+        _positive(self, "probation_seconds", "probation_latency_factor", "update_timeout")
         _positive_int(self, "spool_max_windows", "telemetry_sample_max", "max_update_attempts", "threads")
         _positive_int(self, "max_batch", "max_body_bytes", "max_download_bytes", "audit_max_bytes", "keepalive")
         if not isinstance(self.probation_requests, int) or self.probation_requests < 0:

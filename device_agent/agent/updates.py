@@ -60,10 +60,25 @@ class UpdateDriver:
                         f"no trusted root at {self.cfg.metadata_dir / 'root.json'}",
                         hint="set trusted_root in agent.toml to the repository's root.json",
                     )
-                from device_agent.updater import Updater
+                from device_agent.updater import TLSFiles, Updater, UpdaterConfig
 
+                t = self.cfg.update_timeout
+                tls = None
+                if self.cfg.ca_file or self.cfg.cert_file:
+                    tls = TLSFiles(ca_file=self.cfg.ca_file, cert_file=self.cfg.cert_file, key_file=self.cfg.key_file)
                 self._updater = Updater(
-                    self.cfg.metadata_dir, self.cfg.broker_url, self.agent.topics, cache_dir=self.cfg.cache_dir
+                    self.cfg.metadata_dir,
+                    self.cfg.broker_url,
+                    self.agent.topics,
+                    config=UpdaterConfig(
+                        max_target_bytes=self.cfg.max_download_bytes,
+                        request_timeout=t,
+                        connect_timeout=t,
+                        reconnect_timeout=t,
+                    ),
+                    cache_dir=self.cfg.cache_dir,
+                    client_id=f"edgeml-updater-{self.cfg.fleet}-{self.cfg.device_id}",
+                    tls=tls,
                 )
         return self._updater
 
@@ -233,7 +248,7 @@ class UpdateDriver:
         a.transition(
             sm.START,
             f"update to {name} {version}",
-            target=sm.Target(name, version, str(getattr(rel, "target_path", "")), length, dict(rel.manifest or {})),
+            target=sm.Target(name, version, str(getattr(rel, "target_path", "")), length, manifest_dict(rel)),
             candidate_slot=None,
             download_path=None,
             mode="update",
@@ -389,3 +404,12 @@ class UpdateDriver:
         a.probation = None
         a.fallback = None
         a.transition(event, f"rolled back: {reason}")
+
+
+def manifest_dict(release: Any) -> dict[str, Any]:
+    """A release's manifest as a dict (the real Updater gives a ModelManifest)."""
+    m = getattr(release, "manifest", None)
+    if m is None:
+        return {}
+    to_dict = getattr(m, "to_dict", None)
+    return dict(to_dict()) if callable(to_dict) else dict(m)
