@@ -97,6 +97,8 @@ def quantize_dynamic(onnx_bytes: bytes) -> bytes:
 def quantize_static_qdq(onnx_bytes: bytes, calibration: np.ndarray, per_channel: bool) -> bytes:
     """int8 static quantization in QDQ format with calibration data (per-channel weights if asked).
 
+    The in-graph normalisation nodes (``normalize`` layer) stay float, as in the TFLite int8
+    variant: raw features on different scales do not share one int8 scale well.
     Raises ConversionError when the graph has nothing to quantize or the quantizer fails.
     """
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -115,6 +117,9 @@ def quantize_static_qdq(onnx_bytes: bytes, calibration: np.ndarray, per_channel:
     rng = np.random.default_rng(0)
     n = min(CALIBRATION_SAMPLES, len(calibration))
     sample = calibration[rng.choice(len(calibration), size=n, replace=False)]
+    import onnx
+
+    exclude = [n.name for n in onnx.load_from_string(onnx_bytes).graph.node if "/normalize" in n.name]
     with tempfile.TemporaryDirectory() as tmp:
         src, pre, dst = Path(tmp) / "in.onnx", Path(tmp) / "pre.onnx", Path(tmp) / "out.onnx"
         src.write_bytes(onnx_bytes)
@@ -131,6 +136,7 @@ def quantize_static_qdq(onnx_bytes: bytes, calibration: np.ndarray, per_channel:
                 per_channel=per_channel,
                 activation_type=QuantType.QInt8,
                 weight_type=QuantType.QInt8,
+                nodes_to_exclude=exclude,
             )
         except Exception as exc:  # noqa: BLE001
             raise ConversionError(f"onnxruntime static QDQ quantization failed: {exc}") from exc

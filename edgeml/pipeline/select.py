@@ -3,8 +3,8 @@
 Eligible variants are those whose accuracy drop against the trained model is within
 ``max_accuracy_drop``. ``prefer="size"`` takes the smallest file; files within
 :data:`SIZE_TOLERANCE` of the smallest count as the same size, and among those a full-integer
-variant wins (it also runs on integer-only NPUs and microcontrollers, where dynamic-range and
-float models do not), then the faster p50. ``"latency"`` takes the measured-fastest p50 (ties: smaller).
+variant wins (its body runs on integer kernels, so it also suits NPUs, DSPs and microcontrollers,
+where dynamic-range and float models do not), then the faster p50. ``"latency"`` takes the measured-fastest p50 (ties: smaller).
 Every other variant gets the reason it was not chosen.
 Quantized variants measured slower than their float original are flagged — on this CPU;
 Arm boards often differ, which is why the choice follows measurements, not assumptions.
@@ -100,7 +100,8 @@ def select(rows: Sequence[dict[str, Any]], max_accuracy_drop: float = 0.01, pref
         elif prefer == "size" and chosen["quantization"] in INTEGER_ONLY and row["quantization"] not in INTEGER_ONLY:
             why = (
                 f"about the same size as {chosen['name']} ({row['size_bytes']:,} vs {chosen['size_bytes']:,} bytes)"
-                " but not full-integer, so it cannot run on integer-only accelerators"
+                " but its activations are float; the int8 variant runs its body on integer kernels"
+                " (NPUs, DSPs, microcontrollers)"
             )
         elif prefer == "size":
             why = (
