@@ -94,7 +94,7 @@ class LiteRTRunner(Runner):
         if d["dtype"] in (np.int8, np.uint8):
             scale, zero = d["quantization"]
             info = np.iinfo(d["dtype"])
-            return np.clip(np.round(value / scale + zero), info.min, info.max).astype(d["dtype"])
+            return np.asarray(np.clip(np.round(value / scale + zero), info.min, info.max), dtype=d["dtype"])
         return value
 
     def run(self, prepared: np.ndarray) -> np.ndarray:

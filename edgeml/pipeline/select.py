@@ -4,7 +4,8 @@ Eligible variants are those whose accuracy drop against the trained model is wit
 ``max_accuracy_drop``. ``prefer="size"`` takes the smallest file; files within
 :data:`SIZE_TOLERANCE` of the smallest count as the same size, and among those a full-integer
 variant wins (its body runs on integer kernels, so it also suits NPUs, DSPs and microcontrollers,
-where dynamic-range and float models do not), then the faster p50. ``"latency"`` takes the measured-fastest p50 (ties: smaller).
+where dynamic-range and float models do not), then the faster p50.
+``"latency"`` takes the measured-fastest p50 (ties: smaller).
 Every other variant gets the reason it was not chosen.
 Quantized variants measured slower than their float original are flagged — on this CPU;
 Arm boards often differ, which is why the choice follows measurements, not assumptions.
