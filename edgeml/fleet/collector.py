@@ -30,6 +30,8 @@ from edgeml.fleet.store import Store
 
 log = logging.getLogger("edgeml.fleet.collector")
 
+_Batch = tuple[list[Any], list[Any], list[Any], dict[str, float]]
+
 
 @dataclass
 class CollectorStats:
@@ -200,7 +202,7 @@ class Collector:
             items.append(q.popleft())
         return items
 
-    def _build(self, items: list[tuple[str, str, bytes, float]]) -> tuple[list[Any], list[Any], list[Any], dict[str, float]]:
+    def _build(self, items: list[tuple[str, str, bytes, float]]) -> _Batch:
         states, telemetry, events = [], [], []
         seen: dict[str, float] = {}
         for kind, device_id, payload, at in items:
@@ -220,7 +222,7 @@ class Collector:
             seen[device_id] = max(at, seen.get(device_id, 0.0))
         return states, telemetry, events, seen
 
-    def _write(self, batch: tuple[list[Any], list[Any], list[Any], dict[str, float]]) -> None:
+    def _write(self, batch: _Batch) -> None:
         states, telemetry, events, seen = batch
         backoff = 0.2
         while True:

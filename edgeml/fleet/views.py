@@ -1,0 +1,219 @@
+"""Fleet views built from the store: the device table, time series per version, events, the
+telemetry summary of a model, and the Prometheus text. Shared by the HTTP API and the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Any, Optional
+
+from device_agent.errors import SchemaError
+from device_agent.protocol import TelemetrySummary
+from edgeml.fleet.gates import interpolated_quantile
+from edgeml.fleet.store import Store
+
+RECENT_S = 120.0
+
+
+def fleet_devices(store: Store, now: Optional[float] = None, recent_s: float = RECENT_S) -> list[dict[str, Any]]:
+    """Every device (INTERFACES.md §4 ``/api/fleet``): state plus its latest p95, PSI and drift flag."""
+    now = time.time() if now is None else now
+    latest: dict[str, dict[str, Any]] = {}
+    for r in store.telemetry_rows(since=now - recent_s, columns=("device_id", "p95_ms", "psi_max", "drift")):
+        latest[r["device_id"]] = r  # ascending id: the last one wins
+    out = []
+    for d in store.devices():
+        t = latest.get(d["device_id"], {})
+        out.append(
+            {
+                "device_id": d["device_id"],
+                "online": bool(d["online"]),
+                "model": d["model"],
+                "version": d["version"],
+                "previous_version": d["previous_version"],
+                "update_state": d["update_state"],
+                "group": d["group_name"],
+                "last_seen": d["last_seen"],
+                "p95_ms": t.get("p95_ms"),
+                "psi_max": t.get("psi_max"),
+                "drift": bool(t.get("drift", False)),
+                "desired_version": d["desired_version"],
+                "last_error": d["last_error"],
+            }
+        )
+    return out
+
+
+def _finite(x: Optional[float]) -> Optional[float]:
+    return None if x is None or not math.isfinite(x) else round(x, 6)
+
+
+def series(store: Store, since_s: float = 600.0, now: Optional[float] = None, points: int = 60) -> list[dict[str, Any]]:
+    """Per (model, version): time buckets of merged telemetry {t, p95_ms, psi_max, requests, error_rate}."""
+    now = time.time() if now is None else now
+    start = now - since_s
+    step = max(1.0, since_s / points)
+    buckets: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+    rows = store.telemetry_rows(
+        since=start, columns=("model", "version", "window_end", "requests", "errors", "psi_max", "body"), limit=200_000
+    )
+    for r in rows:
+        if not r["model"] or not r["version"]:
+            continue
+        b = int((r["window_end"] - start) // step)
+        slot = buckets.setdefault((r["model"], r["version"]), {}).setdefault(
+            b, {"lat": None, "n": 0, "e": 0, "psi": None}
+        )
+        try:
+            lat = TelemetrySummary.from_dict({"latency": json.loads(r["body"])["summary"]["latency"]}).latency
+        except (SchemaError, KeyError, TypeError, ValueError):
+            continue
+        slot["lat"] = lat if slot["lat"] is None else slot["lat"] + lat
+        slot["n"] += r["requests"] or 0
+        slot["e"] += r["errors"] or 0
+        if r["psi_max"] is not None:
+            slot["psi"] = max(slot["psi"] or 0.0, r["psi_max"])
+    out = []
+    for (model, version), by_bucket in sorted(buckets.items()):
+        pts = []
+        for b, s in sorted(by_bucket.items()):
+            pts.append(
+                {
+                    "t": round(start + (b + 1) * step, 3),
+                    "p95_ms": _finite(interpolated_quantile(s["lat"], 0.95)) if s["lat"] is not None else None,
+                    "psi_max": _finite(s["psi"]),
+                    "requests": s["n"],
+                    "error_rate": _finite(s["e"] / s["n"]) if s["n"] else None,
+                }
+            )
+        out.append({"model": model, "version": version, "points": pts})
+    return out
+
+
+def events(store: Store, limit: int = 100, device_id: Optional[str] = None) -> list[dict[str, Any]]:
+    """Recent events, newest first (§4 ``/api/events``)."""
+    return [
+        {
+            "ts": e["ts"],
+            "device_id": e["device_id"],
+            "event": e["event"],
+            "version": e["version"],
+            "reason": e["reason"],
+            "from_state": e["from_state"],
+            "to_state": e["to_state"],
+            "model": e["model"],
+        }
+        for e in store.events(limit=limit, device_id=device_id)
+    ]
+
+
+def telemetry_summary(
+    store: Store, model: str, version: Optional[str] = None, since_s: float = 3600.0, now: Optional[float] = None,
+    reference_freqs: Optional[list[list[float]]] = None,
+) -> list[dict[str, Any]]:
+    """Merged windows per version of ``model``: p50/p95/p99, error rate, PSI per feature, class distribution."""
+    now = time.time() if now is None else now
+    merged: dict[str, TelemetrySummary] = {}
+    devices: dict[str, set[str]] = {}
+    psi_rep: dict[str, list[float]] = {}
+    for r in store.telemetry_rows(model=model, version=version, since=now - since_s,
+                                  columns=("device_id", "version", "body")):
+        try:
+            msg = json.loads(r["body"])
+            s = TelemetrySummary.from_dict(msg.get("summary") or {})
+        except (SchemaError, ValueError):
+            continue
+        v = r["version"] or "-"
+        try:
+            merged[v] = s if v not in merged else merged[v] + s
+        except SchemaError:
+            continue
+        devices.setdefault(v, set()).add(r["device_id"])
+        psis = [p for p in msg.get("psi") or [] if p is not None]
+        if psis:
+            psi_rep.setdefault(v, []).append(max(psis))
+    out = []
+    for v, s in sorted(merged.items()):
+        if reference_freqs and len(reference_freqs) == len(s.features):
+            feature_psi = [_finite(p) for p in s.feature_psi(reference_freqs)]
+        else:
+            feature_psi = []
+        total = sum(s.classes.values())
+        out.append(
+            {
+                "model": model,
+                "version": v,
+                "devices": len(devices[v]),
+                "windows": s.windows,
+                "requests": s.requests,
+                "errors": s.errors,
+                "nonfinite": s.nonfinite,
+                "error_rate": _finite((s.errors + s.nonfinite) / s.requests) if s.requests else None,
+                "p50_ms": _finite(interpolated_quantile(s.latency, 0.50)),
+                "p95_ms": _finite(interpolated_quantile(s.latency, 0.95)),
+                "p99_ms": _finite(interpolated_quantile(s.latency, 0.99)),
+                "psi_per_feature": feature_psi,
+                "psi_reported_max": _finite(max(psi_rep[v])) if psi_rep.get(v) else None,
+                "classes": {k: round(c / total, 4) for k, c in sorted(s.classes.items())} if total else {},
+                "shadow_agreement": _finite(s.shadow.agreement) if s.shadow and s.shadow.agreement is not None
+                else None,
+            }
+        )
+    return out
+
+
+def _label(value: Any) -> str:
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
+
+
+def prometheus(
+    devices: list[dict[str, Any]], rollouts: list[dict[str, Any]], collector: dict[str, Any], extra: dict[str, float]
+) -> str:
+    """The Prometheus text exposition of the fleet."""
+    lines = [
+        "# HELP edgeml_fleet_devices Devices known to the controller.",
+        "# TYPE edgeml_fleet_devices gauge",
+        f"edgeml_fleet_devices {len(devices)}",
+        "# HELP edgeml_fleet_devices_online Devices whose retained state says online.",
+        "# TYPE edgeml_fleet_devices_online gauge",
+        f"edgeml_fleet_devices_online {sum(1 for d in devices if d['online'])}",
+        "# HELP edgeml_fleet_devices_by_version Devices per running model version.",
+        "# TYPE edgeml_fleet_devices_by_version gauge",
+    ]
+    counts: dict[tuple[str, str], int] = {}
+    for d in devices:
+        key = (d["model"] or "", d["version"] or "")
+        counts[key] = counts.get(key, 0) + 1
+    for (m, v), n in sorted(counts.items()):
+        lines.append(f'edgeml_fleet_devices_by_version{{model="{_label(m)}",version="{_label(v)}"}} {n}')
+    lines += ["# HELP edgeml_device_p95_ms Latest window p95 latency per device.", "# TYPE edgeml_device_p95_ms gauge"]
+    for d in devices:
+        if d["p95_ms"] is not None:
+            lines.append(f'edgeml_device_p95_ms{{device="{_label(d["device_id"])}"}} {d["p95_ms"]}')
+    lines += ["# HELP edgeml_device_psi_max Latest window largest feature PSI per device.",
+              "# TYPE edgeml_device_psi_max gauge"]
+    for d in devices:
+        if d["psi_max"] is not None:
+            lines.append(f'edgeml_device_psi_max{{device="{_label(d["device_id"])}"}} {d["psi_max"]}')
+    lines += ["# HELP edgeml_rollout_stage Current stage index per rollout (state in a label).",
+              "# TYPE edgeml_rollout_stage gauge"]
+    for r in rollouts:
+        lines.append(
+            f'edgeml_rollout_stage{{rollout="{_label(r["id"])}",model="{_label(r["model"])}",'
+            f'version="{_label(r["version"])}",state="{r["state"]}"}} {r["stage_index"]}'
+        )
+    lines += ["# HELP edgeml_rollout_devices_at_version Targeted devices running the rollout's version.",
+              "# TYPE edgeml_rollout_devices_at_version gauge"]
+    for r in rollouts:
+        lines.append(f'edgeml_rollout_devices_at_version{{rollout="{_label(r["id"])}"}} {r["devices_at_version"]}')
+    lines += ["# HELP edgeml_collector_messages_total Messages received by kind.",
+              "# TYPE edgeml_collector_messages_total counter"]
+    for kind, n in sorted(collector.get("received", {}).items()):
+        lines.append(f'edgeml_collector_messages_total{{kind="{kind}"}} {n}')
+    for name in ("inserted_telemetry", "inserted_events", "duplicates", "rejected", "dropped", "store_errors"):
+        lines += [f"# TYPE edgeml_collector_{name}_total counter",
+                  f"edgeml_collector_{name}_total {collector.get(name, 0)}"]
+    for name, value in sorted(extra.items()):
+        lines += [f"# TYPE edgeml_{name} gauge", f"edgeml_{name} {value}"]
+    return "\n".join(lines) + "\n"
