@@ -55,9 +55,13 @@ def verify_password(password: str, hashed: str) -> bool:
 def hash_with_mosquitto_passwd(username: str, password: str) -> str | None:
     """Hash with the real ``mosquitto_passwd`` tool when installed (``None`` when it is not).
 
-    The password goes through a private temporary file, never the command line of a long-lived
-    process listing: ``-b`` is used on a file in a 0700 temporary folder that is removed at once.
+    The password goes through a private temporary file (``mosquitto_passwd -U`` in a 0700
+    temporary folder removed at once), never a command line that other users could list. That
+    file format cannot carry ``:`` or a newline in a password: such a password raises UsageError.
     """
+    if ":" in password or "\n" in password or ":" in username:
+        raise UsageError("mosquitto_passwd -U cannot hash a password containing ':' or a newline",
+                         hint="use hash_password(), or a generated password")
     tool = shutil.which("mosquitto_passwd")
     if tool is None:
         return None
