@@ -55,3 +55,13 @@ def test_unknown_broker_kind_is_a_usage_error(tmp_path: Path) -> None:
 def test_missing_binary_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="did not start"):
         MosquittoProcess(tmp_path, binary="/bin/false").start(timeout=2)
+
+
+def test_embedded_broker_carries_messages_and_stops(tmp_path: Path) -> None:
+    broker = start_private_broker(tmp_path, prefer="embedded")
+    try:
+        assert broker.kind == "embedded"
+        assert _roundtrip(broker.host, broker.port) == b"hello"
+    finally:
+        broker.stop()
+    assert not wait_listening(broker.host, broker.port, 0.5)
