@@ -8,6 +8,7 @@ connection. ``extra_config`` lets a test run a generated configuration (ACLs, TL
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -58,6 +59,9 @@ class MosquittoBroker:
                 "persistence true",
                 f"persistence_location {self.workdir}/",
                 "autosave_interval 1",
+                # stay this user: run as root, mosquitto would switch to user `mosquitto`, which cannot
+                # write the private temp folder, and retained messages would not survive a restart
+                f"user {pwd.getpwuid(os.geteuid()).pw_name}",
                 # never drop QoS 1 messages for a slow subscriber in tests
                 "max_queued_messages 0",
                 "max_inflight_messages 0",

@@ -1,0 +1,54 @@
+"""Fixtures for release tests: a workstation home with keys, a Mosquitto, a provisioned device."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+
+from device_agent.protocol.topics import Topics
+from device_agent.updater import Updater
+from edgeml.release.keys import init_keys
+from edgeml.release.publish import publish
+from edgeml.settings import Settings
+from tests.brokers import MosquittoBroker
+from tests.release.helpers import Raw, host_settings, make_variant, provision, updater
+
+
+@dataclass
+class Env:
+    """One workstation + broker + device, for a test."""
+
+    tmp: Path
+    broker: MosquittoBroker
+    settings: Settings
+    raw: Raw
+    meta: Path
+    topics: Topics = field(default_factory=Topics)
+    updaters: list[Updater] = field(default_factory=list)
+
+    def publish(self, version: str, size: int = 150_000, seed: int = 0, name: str = "tiny") -> dict[str, Any]:
+        model = make_variant(self.tmp / f"variant-{name}-{version}", name=name, size=size, seed=seed)
+        result = publish(self.settings, model, version=version)
+        result["model"] = model
+        return result
+
+    def updater(self, meta: Optional[Path] = None, **cfg: Any) -> Updater:
+        up = updater(meta or self.meta, self.broker.url, **cfg)
+        self.updaters.append(up)
+        return up
+
+
+@pytest.fixture
+def env(broker: MosquittoBroker, tmp_path: Path) -> Iterator[Env]:
+    settings = host_settings(tmp_path / "home", broker.url)
+    init_keys(settings)
+    raw = Raw(broker.host, broker.port)
+    e = Env(tmp_path, broker, settings, raw, provision(settings, tmp_path / "device"))
+    yield e
+    for up in e.updaters:
+        up.close()
+    raw.close()

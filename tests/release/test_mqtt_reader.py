@@ -1,0 +1,59 @@
+"""The retained-message reader against a real Mosquitto: a missing topic is known at once
+(the marker trick), present ones arrive, unsolicited topics are ignored, sizes are capped."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from device_agent.protocol.topics import Topics
+from device_agent.updater.errors import BrokerUnavailableError, OversizeError
+from device_agent.updater.mqtt import RetainedReader
+from tests.brokers import MosquittoBroker
+from tests.release.helpers import Raw
+
+
+def test_missing_topic_is_known_without_waiting(broker: MosquittoBroker) -> None:
+    raw = Raw(broker.host, broker.port)
+    topics = Topics("t1")
+    present = [f"{topics.repo}/chunks/{i:064x}" for i in range(40)]
+    for i, t in enumerate(present):
+        raw.put(t, bytes([i % 256]) * 65536)
+    reader = RetainedReader(broker.url, topics, request_timeout=20)
+    try:
+        start = time.monotonic()
+        got = reader.get_many([*present, f"{topics.repo}/metadata/9.root.json"], 1 << 20)
+        elapsed = time.monotonic() - start
+        assert got[f"{topics.repo}/metadata/9.root.json"] is None
+        assert all(got[t] == bytes([i % 256]) * 65536 for i, t in enumerate(present))
+        assert elapsed < 3.0, f"took {elapsed:.2f}s: absence must not cost a timeout"
+        start = time.monotonic()
+        assert reader.get(f"{topics.repo}/metadata/10.root.json", 1000) is None
+        assert time.monotonic() - start < 1.0
+    finally:
+        reader.close()
+        raw.close()
+
+
+def test_oversized_message_is_refused(broker: MosquittoBroker) -> None:
+    raw = Raw(broker.host, broker.port)
+    topics = Topics("t2")
+    raw.put(topics.repo_metadata("timestamp.json"), b"x" * 100_000)
+    reader = RetainedReader(broker.url, topics)
+    try:
+        with pytest.raises(OversizeError, match="100000 bytes"):
+            reader.get(topics.repo_metadata("timestamp.json"), 16384)
+    finally:
+        reader.close()
+        raw.close()
+
+
+def test_unreachable_broker_is_a_transport_error() -> None:
+    reader = RetainedReader("mqtt://127.0.0.1:9", Topics(), connect_timeout=0.5)
+    try:
+        with pytest.raises(BrokerUnavailableError) as info:
+            reader.get("edgeml/default/repo/metadata/timestamp.json", 100)
+        assert info.value.hint
+    finally:
+        reader.close()
