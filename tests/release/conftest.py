@@ -43,12 +43,20 @@ class Env:
 
 
 @pytest.fixture
-def env(broker: MosquittoBroker, tmp_path: Path) -> Iterator[Env]:
+def env(request: pytest.FixtureRequest, broker: MosquittoBroker, tmp_path: Path) -> Iterator[Env]:
+    """Keys (thresholds from ``@pytest.mark.thresholds(root, targets)``), an empty repository,
+    a broker and a device provisioned with root v1."""
+    marker = request.node.get_closest_marker("thresholds")
+    root_t, targets_t = marker.args if marker else (1, 1)
     settings = host_settings(tmp_path / "home", broker.url)
-    init_keys(settings)
+    init_keys(settings, root_threshold=root_t, targets_threshold=targets_t)
     raw = Raw(broker.host, broker.port)
     e = Env(tmp_path, broker, settings, raw, provision(settings, tmp_path / "device"))
     yield e
     for up in e.updaters:
         up.close()
     raw.close()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "thresholds(root, targets): key thresholds for the env fixture")

@@ -106,3 +106,69 @@ def tree_snapshot(folder: Path) -> dict[str, bytes]:
         if p.is_file() and "chunk-cache" not in p.parts:
             out[str(p.relative_to(folder))] = p.read_bytes()
     return out
+
+
+def forge(
+    settings: Settings,
+    raw: Raw,
+    topics: Topics,
+    targets_signers: list[Any],
+    snapshot_signers: list[Any],
+    timestamp_signers: list[Any],
+    add: Optional[tuple[str, bytes]] = None,
+) -> None:
+    """Push a new consistent set of targets/snapshot/timestamp built with the given signers —
+    what an attacker who holds (some) keys, or none, can put on the broker."""
+    from tuf.api.metadata import Metadata, MetaFile, TargetFile
+    from tuf.api.serialization.json import JSONSerializer
+
+    from device_agent.updater import chunks
+    from device_agent.updater.updater import encode_manifest
+
+    meta = settings.repo_dir / "metadata"
+    ser = JSONSerializer(compact=True)
+
+    def signed(md: Any, signers: list[Any]) -> bytes:
+        md.signatures.clear()
+        for s in signers:
+            md.sign(s, append=True)
+        return bytes(md.to_bytes(ser))
+
+    targets = Metadata.from_bytes((meta / "targets.json").read_bytes())
+    targets.signed.version += 1
+    if add is not None:
+        path, data = add
+        name, version, filename = path.split("/")[1:]
+        manifest = ModelManifest(
+            name=name,
+            version=version,
+            filename=filename,
+            inputs=[TensorSpec("x", [-1, 4])],
+            outputs=[TensorSpec("y", [-1, 3])],
+        )
+        info = TargetFile.from_data(path, data, ["sha256"])
+        info.unrecognized_fields["custom"] = {"edgeml": encode_manifest(manifest)}
+        targets.signed.targets[path] = info
+        index, blobs = chunks.split(data)
+        for digest, blob in blobs.items():
+            raw.put(topics.repo_chunk(digest), blob)
+        raw.put(topics.repo_target_index(path), index.to_json())
+    tb = signed(targets, targets_signers)
+    snapshot = Metadata.from_bytes((meta / "snapshot.json").read_bytes())
+    snapshot.signed.version += 1
+    snapshot.signed.meta["targets.json"] = MetaFile.from_data(targets.signed.version, tb, ["sha256"])
+    sb = signed(snapshot, snapshot_signers)
+    timestamp = Metadata.from_bytes((meta / "timestamp.json").read_bytes())
+    timestamp.signed.version += 1
+    timestamp.signed.snapshot_meta = MetaFile.from_data(snapshot.signed.version, sb, ["sha256"])
+    raw.put(topics.repo_metadata(f"{targets.signed.version}.targets.json"), tb)
+    raw.put(topics.repo_metadata(f"{snapshot.signed.version}.snapshot.json"), sb)
+    raw.put(topics.repo_metadata("timestamp.json"), signed(timestamp, timestamp_signers))
+
+
+def role_signers(settings: Settings, role: str) -> list[Any]:
+    """The workstation's signers for ``role`` (as a thief of those key files would have)."""
+    from edgeml.release.repo import Repository
+
+    repo = Repository(settings)
+    return repo.signers_for(role, repo.root())

@@ -37,8 +37,13 @@ def test_parse_refuses_oversized_chunk_and_overflowing_sum() -> None:
 
 @pytest.mark.parametrize(
     "payload",
-    [b"{nope", b"[]", b'{"schema":"other/1.0","length":1,"chunks":[]}', b'{"schema":"chunk-index/1.0","length":3,'
-     b'"chunks":[["../../etc",3]]}', b'{"schema":"chunk-index/1.0","length":"3","chunks":[]}'],
+    [
+        b"{nope",
+        b"[]",
+        b'{"schema":"other/1.0","length":1,"chunks":[]}',
+        b'{"schema":"chunk-index/1.0","length":3,"chunks":[["../../etc",3]]}',
+        b'{"schema":"chunk-index/1.0","length":"3","chunks":[]}',
+    ],
 )
 def test_parse_refuses_malformed(payload: bytes) -> None:
     with pytest.raises(MalformedError):
