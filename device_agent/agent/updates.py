@@ -35,6 +35,10 @@ class UpdateDriver:
         self._transport_failures = 0
         self._last_check = 0.0
         self._reported_missing: Optional[str] = None
+        self.progress: tuple[int, int] = (0, 0)
+        # test/simulator hook: called with (done, total) bytes while a download runs
+        self.on_progress: Optional[Callable[[int, int], None]] = None
+        self._shadow_failed: set[str] = set()
 
     # ------------------------------------------------------------------ updater
     def provision_root(self) -> None:
@@ -156,6 +160,8 @@ class UpdateDriver:
         a = self.agent
         if a.record.state in sm.RESTING:
             self.consider()
+            if a.record.state in sm.RESTING:
+                self.sync_shadow()
         while a.record.state in sm.IN_PROGRESS and not a._stop.is_set():
             wait = self.step_once()
             if wait is not None:
@@ -183,6 +189,49 @@ class UpdateDriver:
             if str(rel.version) == version:
                 return rel
         return None
+
+    def sync_shadow(self) -> None:
+        """Load (or drop) the shadow candidate the desired state asks for. The shadow never
+        answers requests; it is downloaded and verified like an update, staged in its own slot,
+        self-tested, and run beside the active model on a sampled fraction of requests."""
+        a = self.agent
+        d = a.desired
+        want = d.shadow_version if d is not None and d.shadow_fraction > 0 else None
+        current = a.shadow
+        if want is None or d is None:
+            if current is not None:
+                a.shadow = None
+                a.emit("shadow_stopped", reason="the desired state no longer asks for a shadow")
+            return
+        if current is not None and current.model.version == want and current.model.name == d.model:
+            current.fraction = d.shadow_fraction
+            return
+        key = f"{d.model}@{want}"
+        if key in self._shadow_failed:
+            return
+        try:
+            rel = self.find_release(d.model, want)
+            if rel is None:
+                return
+            dest_dir = self.cfg.data_dir / "downloads"
+            dest_dir.mkdir(parents=True, exist_ok=True)
+            dest = dest_dir / f"shadow-{d.model}-{want}"
+            path = self.updater().download(rel, dest, progress=self._progress)
+            info = a.slots.stage(Path(path), manifest_dict(rel), d.model, want)
+            Path(path).unlink(missing_ok=True)
+            model = load_model(info, self.cfg.runtime, self.cfg.threads, a.runtime_wrapper)
+        except TransportError as exc:
+            a.last_error = f"shadow download interrupted: {exc.message}"
+            return
+        except (DataError, ConfigError) as exc:
+            self._shadow_failed.add(key)
+            a.emit("shadow_rejected", reason=exc.message, model=d.model, version=want)
+            return
+        from device_agent.agent.core import Shadow
+
+        a.shadow = Shadow(model, d.shadow_fraction)
+        a.emit("shadow_started", reason=f"{want} runs beside the active model on {d.shadow_fraction:.0%} of requests",
+               model=d.model, version=want)
 
     def consider(self) -> None:
         """In a resting state: start an update when the wanted model differs from the active one."""
@@ -304,7 +353,7 @@ class UpdateDriver:
                 a.probation = None
                 a.fallback = None
                 a.transition(sm.PROBATION_PASSED, reason)
-                a.slots.gc(set())
+                a.slots.gc({a.shadow.model.slot.slot} if a.shadow is not None else set())
             else:
                 self._roll_back(sm.PROBATION_FAILED, reason)
         return None
@@ -320,7 +369,7 @@ class UpdateDriver:
             dest_dir.mkdir(parents=True, exist_ok=True)
             filename = Path(str(getattr(rel, "target_path", "") or target.manifest.get("filename", "model"))).name
             dest = dest_dir / f"{target.name}-{target.version}-{filename}"
-            path = self.updater().download(rel, dest)
+            path = self.updater().download(rel, dest, progress=self._progress)
         except TransportError as exc:
             delay = backoff_delay(self._transport_failures, 0.5, 10.0)
             self._transport_failures += 1
@@ -334,6 +383,11 @@ class UpdateDriver:
         a.transition(sm.DOWNLOADED, f"downloaded and verified by the updater ({target.length} bytes)",
                      download_path=str(path or dest))
         return None
+
+    def _progress(self, done: int, total: int) -> None:
+        self.progress = (done, total)
+        if self.on_progress is not None:
+            self.on_progress(done, total)
 
     def _verify(self, target: sm.Target, download_path: Optional[str]) -> None:
         a = self.agent

@@ -24,11 +24,14 @@ FLEET = "test"
 class Publisher:
     """The workstation side: keys, a TUF repository, ``edgeml.release.publish`` to the broker."""
 
-    def __init__(self, home: Path, broker_url: str, models: dict[str, Path], name: str = "tiny") -> None:
+    def __init__(
+        self, home: Path, broker_url: str, models: dict[str, Path], name: str = "tiny", chunk_bytes: int = 16384
+    ) -> None:
         from edgeml.release.keys import init_keys
         from edgeml.settings import load_settings
 
         home.mkdir(parents=True, exist_ok=True)
+        (home / "edgeml.toml").write_text(f"[release]\nchunk_bytes = {chunk_bytes}\n")
         self.settings = load_settings(home, env={}, broker=broker_url, fleet=FLEET)
         init_keys(self.settings)
         self.home = home
@@ -56,12 +59,14 @@ class Publisher:
 class Watcher:
     """Subscribes to every device topic of the fleet and keeps what arrives."""
 
-    def __init__(self, host: str, port: int, fleet: str = FLEET) -> None:
+    def __init__(self, host: str, port: int, fleet: str = FLEET, persistent: bool = False) -> None:
         self.topics = Topics(fleet)
         self.messages: list[tuple[str, bytes]] = []
         self.lock = threading.Lock()
         self.subs = [self.topics.all_devices(k) for k in ("state", "events", "telemetry")]
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"watch-{os.getpid()}-{id(self)}")
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"watch-{os.getpid()}-{id(self)}", clean_session=not persistent
+        )
         self.client.on_connect = lambda c, *_: [c.subscribe(s, qos=1) for s in self.subs]
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(0.1, 0.5)

@@ -43,6 +43,13 @@ inp, logits = dense(4)
 probs = keras.layers.Softmax()(logits)
 gate = keras.layers.Lambda(lambda t: keras.ops.sqrt(t[:, :1]) * 0.0)(inp)
 convert(keras.Model(inp, keras.layers.Add()([probs, gate])), "nan_when_negative")
+
+# ~1 MB of weights: a download of many chunks
+keras.utils.set_random_seed(5)
+inp = keras.Input((4,), name="x")
+h = keras.layers.Dense(512, activation="relu")(inp)
+h = keras.layers.Dense(512, activation="relu")(h)
+convert(keras.Model(inp, keras.layers.Dense(3, activation="softmax")(h)), "big")
 '''
 
 
@@ -50,7 +57,7 @@ def build_models(cache_dir: Path) -> dict[str, Path]:
     """Build (or reuse) the models. Returns name -> .tflite path."""
     key = hashlib.sha256(_BUILD.encode()).hexdigest()[:12]
     out = Path(cache_dir) / f"agent-models-{key}"
-    names = ["good1", "good2", "good3", "nan_when_negative"]
+    names = ["good1", "good2", "good3", "nan_when_negative", "big"]
     if not all((out / f"{n}.tflite").exists() for n in names):
         out.mkdir(parents=True, exist_ok=True)
         subprocess.run([sys.executable, "-c", _BUILD, str(out)], check=True, timeout=300)

@@ -1,0 +1,253 @@
+"""Updates end to end, in process: real signed releases (edgeml.release.publish), the real
+Updater, real Mosquitto (stopped/restarted by the tests), real LiteRT."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from device_agent.agent import Agent
+from device_agent.agent.slots import SlotStore
+from tests.agent.conftest import agent_config
+from tests.agent.harness import Publisher, Watcher, wait_until
+
+X = np.array([[0.2, 0.4, 0.6, 0.8]], dtype=np.float32)
+
+
+@pytest.fixture
+def pub(tmp_path: Path, broker: Any, tiny_models: dict[str, Path]) -> Publisher:
+    return Publisher(tmp_path / "host", broker.url, tiny_models)
+
+
+@pytest.fixture
+def watcher(broker: Any) -> Iterator[Watcher]:
+    w = Watcher(broker.host, broker.port, persistent=True)
+    yield w
+    w.close()
+
+
+def start_agent(tmp_path: Path, broker: Any, pub: Publisher, **kw: Any) -> Agent:
+    kw.setdefault("model", "tiny")
+    cfg = agent_config(tmp_path, broker.url, trusted_root=pub.root, update_timeout=3.0, **kw)
+    return Agent(cfg).start()
+
+
+def at(agent: Agent, version: str, state: str = "committed") -> bool:
+    st = agent.status()
+    return st["version"] == version and st["update_state"] == state
+
+
+def test_follows_newest_release_reports_state_events_and_telemetry(
+    tmp_path: Path, broker: Any, pub: Publisher, watcher: Watcher
+) -> None:
+    pub.publish("good1", "1.0.0")
+    agent = start_agent(tmp_path, broker, pub)
+    try:
+        watcher.wait_for(lambda: at(agent, "1.0.0"), what="1.0.0 committed")
+        assert agent.predict(X).version == "1.0.0"
+        pub.publish("good2", "2.0.0")
+        watcher.wait_for(lambda: at(agent, "2.0.0"), what="2.0.0 committed")
+        names = [e.event for e in watcher.events() if e.version == "2.0.0"]
+        assert names[:6] == ["start", "downloaded", "verified", "activate", "self_test_passed", "probation_passed"]
+        state = watcher.wait_for(
+            lambda: [s for s in watcher.of("state") if s.version == "2.0.0" and s.update_state == "committed"],
+            what="retained state",
+        )[-1]
+        assert state.online and state.previous_version == "1.0.0" and state.runtime == "litert"
+        telemetry = watcher.wait_for(lambda: [t for t in watcher.of("telemetry") if t.summary.requests], what="tel")
+        assert telemetry[0].model == "tiny" and telemetry[0].summary.latency.count >= 1
+    finally:
+        agent.stop()
+    # a clean stop leaves the retained state; a crash would leave the last will (online=False)
+
+
+def test_broker_restarted_mid_download_resumes_and_completes(
+    tmp_path: Path, broker: Any, pub: Publisher, watcher: Watcher
+) -> None:
+    pub.publish("good1", "1.0.0")
+    agent = start_agent(tmp_path, broker, pub)
+    try:
+        watcher.wait_for(lambda: at(agent, "1.0.0"), what="1.0.0 committed")
+        calls: list[tuple[int, int]] = []
+
+        def restart_once(done: int, total: int) -> None:
+            calls.append((done, total))
+            if len(calls) == 1:
+                assert 0 < done < total
+                broker.restart()  # the download is cut in the middle
+
+        agent.updates.on_progress = restart_once
+        stats = agent.updates.updater().fetcher.stats
+        before = stats.chunks_fetched + stats.chunks_from_cache
+        pub.publish("big", "2.0.0")
+        watcher.wait_for(lambda: at(agent, "2.0.0"), timeout=40, what="2.0.0 committed after the restart")
+        assert calls[0][0] < calls[0][1] and calls[-1][0] == calls[-1][1]
+        fetcher = agent.updates.updater().fetcher
+        n_chunks = -(-calls[-1][1] // 16384)
+        # resumed, not restarted: no chunk was fetched twice (from the broker or the chunk cache)
+        assert fetcher.stats.chunks_fetched + fetcher.stats.chunks_from_cache - before == n_chunks, fetcher.stats
+        assert agent.transport is not None and agent.transport.connects >= 2  # the agent saw the outage too
+        assert agent.predict(X).version == "2.0.0"
+    finally:
+        agent.stop()
+
+
+def test_every_window_arrives_in_order_after_an_outage(
+    tmp_path: Path, broker: Any, pub: Publisher, watcher: Watcher
+) -> None:
+    pub.publish("good1", "1.0.0")
+    agent = start_agent(tmp_path, broker, pub, telemetry_interval=0.3)
+    try:
+        watcher.wait_for(lambda: at(agent, "1.0.0"), what="1.0.0 committed")
+        watcher.wait_for(lambda: len(watcher.of("telemetry")) >= 2, what="telemetry before the outage")
+        broker.stop()
+        outage_start = time.time()
+        served = 0
+        while time.time() - outage_start < 1.5:  # five windows while the broker is down
+            agent.predict(X)
+            served += 1
+            time.sleep(0.05)
+        outage_end = time.time()
+        assert len(agent.spool) >= 2
+        broker.start()
+        last = agent._last_seq  # every window up to this one (closed during the outage) must arrive
+        seqs = watcher.wait_for(
+            lambda: (s := [t.seq for t in watcher.of("telemetry")]) and max(s) >= last and s,
+            timeout=20, what="telemetry after reconnect",
+        )
+        first = seqs[0]
+        unique = list(dict.fromkeys(seqs))
+        assert unique == sorted(unique), "windows arrived out of order"
+        assert set(range(first, max(unique) + 1)) <= set(unique), "a window was lost"
+        tel = {t.seq: t for t in watcher.of("telemetry")}
+        during = [t for t in tel.values() if t.window_end > outage_start and t.window_start < outage_end]
+        assert len(during) >= 2
+        assert sum(t.summary.requests for t in tel.values()) >= served
+        assert all(t.dropped == 0 for t in tel.values())
+    finally:
+        agent.stop()
+
+
+def test_model_failing_self_test_never_serves(tmp_path: Path, broker: Any, pub: Publisher, watcher: Watcher) -> None:
+    pub.publish("good1", "1.0.0")
+    agent = start_agent(tmp_path, broker, pub)
+    versions: set[str] = set()
+    stop = threading.Event()
+
+    def traffic() -> None:
+        while not stop.is_set():
+            versions.add(agent.predict(X).version)
+
+    try:
+        watcher.wait_for(lambda: at(agent, "1.0.0"), what="1.0.0 committed")
+        t = threading.Thread(target=traffic)
+        t.start()
+        pub.publish("good2", "2.0.0", corrupt_golden=True)
+        ev = watcher.wait_for(lambda: [e for e in watcher.events() if e.event == "self_test_failed"], what="fail")[0]
+        assert ev.version == "2.0.0" and "golden vector" in ev.reason and "tolerance" in ev.reason
+        assert agent.status()["update_state"] == "rolled_back"
+        stop.set()
+        t.join()
+        assert versions == {"1.0.0"}
+        assert SlotStore(agent.cfg.slots_dir).info(SlotStore(agent.cfg.slots_dir).active or "").version == "1.0.0"
+        # not retried in a loop
+        time.sleep(0.5)
+        assert len([e for e in watcher.events() if e.event == "start" and e.version == "2.0.0"]) == 1
+    finally:
+        stop.set()
+        agent.stop()
+
+
+def test_nan_in_probation_rolls_back_and_says_why(tmp_path: Path, broker: Any, pub: Publisher, watcher: Watcher) -> None:
+    pub.publish("good1", "1.0.0")
+    agent = start_agent(tmp_path, broker, pub, probation_seconds=30.0, probation_requests=20)
+    try:
+        watcher.wait_for(lambda: at(agent, "1.0.0", "probation"), what="1.0.0 in probation")
+        for _ in range(20):  # 1.0.0 passes its probation on traffic
+            agent.predict(X)
+        watcher.wait_for(lambda: at(agent, "1.0.0"), what="1.0.0 committed")
+        pub.publish("nan_when_negative", "2.0.0")
+        watcher.wait_for(lambda: at(agent, "2.0.0", "probation"), what="2.0.0 in probation")
+        bad = np.array([[-0.5, 0.1, 0.2, 0.3]], dtype=np.float32)
+        answer = agent.predict(bad)  # the candidate fails: the previous model answers
+        assert answer.version == "1.0.0" and np.isfinite(answer.outputs).all()
+        ev = watcher.wait_for(lambda: [e for e in watcher.events() if e.event == "probation_failed"], what="rb")[0]
+        assert ev.to_state == "rolled_back" and ev.version == "2.0.0" and "NaN" in ev.reason
+        wait_until(lambda: at(agent, "1.0.0", "rolled_back"), what="serving 1.0.0 again")
+        assert agent.predict(bad).version == "1.0.0"
+        state = watcher.wait_for(lambda: [s for s in watcher.of("state") if s.update_state == "rolled_back"], what="s")
+        assert "NaN" in (state[-1].last_error or "")
+    finally:
+        agent.stop()
+
+
+def test_corrupted_slot_is_detected_and_recovered(tmp_path: Path, broker: Any, pub: Publisher, watcher: Watcher) -> None:
+    pub.publish("good1", "1.0.0")
+    pub.publish("good2", "2.0.0")
+    agent = start_agent(tmp_path, broker, pub)
+    watcher.wait_for(lambda: at(agent, "2.0.0"), what="2.0.0 committed")
+    agent.stop()
+    # give the agent a previous slot (1.0.0) by returning to it, then go forward again
+    slots = SlotStore(agent.cfg.slots_dir)
+    active = slots.info(slots.active or "")
+    data = bytearray(active.model_path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    active.model_path.write_bytes(bytes(data))
+    agent = start_agent(tmp_path, broker, pub)
+    try:
+        ev = watcher.wait_for(lambda: [e for e in watcher.events() if e.event == "slot_rejected"], what="detect")[0]
+        assert "corrupted" in ev.reason
+        watcher.wait_for(lambda: at(agent, "2.0.0"), what="2.0.0 downloaded again")
+        assert agent.predict(X).version == "2.0.0"
+        assert SlotStore(agent.cfg.slots_dir).verify(SlotStore(agent.cfg.slots_dir).active or "").version == "2.0.0"
+    finally:
+        agent.stop()
+
+
+def test_downgrade_refused_unless_back_to_previous_slot(
+    tmp_path: Path, broker: Any, pub: Publisher, watcher: Watcher
+) -> None:
+    for i, v in enumerate(("1.0.0", "2.0.0", "3.0.0")):
+        pub.publish(f"good{i + 1}", v)
+    agent = start_agent(tmp_path, broker, pub, model=None)
+    try:
+        watcher.set_desired("dev-t1", "2.0.0")
+        watcher.wait_for(lambda: at(agent, "2.0.0"), what="2.0.0")
+        watcher.set_desired("dev-t1", "3.0.0")
+        watcher.wait_for(lambda: at(agent, "3.0.0"), what="3.0.0")
+        watcher.set_desired("dev-t1", "1.0.0")
+        ev = watcher.wait_for(lambda: [e for e in watcher.events() if e.event == "refused"], what="refused")[0]
+        assert ev.version == "1.0.0" and "downgrade" in ev.reason
+        assert agent.predict(X).version == "3.0.0"
+        watcher.set_desired("dev-t1", "2.0.0")  # the fleet's rollback path: the previous slot
+        watcher.wait_for(lambda: at(agent, "2.0.0"), what="back to 2.0.0")
+        watcher.wait_for(
+            lambda: [e.event for e in watcher.events() if e.version == "2.0.0"][-2:] == ["revert", "reverted"],
+            what="revert events (no download, no probation)",
+        )
+    finally:
+        agent.stop()
+
+
+def test_shadow_runs_beside_the_active_model(tmp_path: Path, broker: Any, pub: Publisher, watcher: Watcher) -> None:
+    pub.publish("good1", "1.0.0")
+    pub.publish("good2", "2.0.0")
+    agent = start_agent(tmp_path, broker, pub, model=None, telemetry_interval=0.3)
+    try:
+        watcher.set_desired("dev-t1", "1.0.0", shadow_version="2.0.0", shadow_fraction=1.0)
+        watcher.wait_for(lambda: at(agent, "1.0.0") and agent.shadow is not None, what="shadow loaded")
+        rng = np.random.default_rng(1)
+        for _ in range(30):
+            assert agent.predict(rng.uniform(0, 1, (1, 4)).astype(np.float32)).version == "1.0.0"
+        tel = watcher.wait_for(lambda: [t for t in watcher.of("telemetry") if t.summary.shadow], what="shadow tel")
+        total = sum((t.summary.shadow.requests for t in tel if t.summary.shadow), 0)
+        assert total >= 1 and all(t.summary.shadow.version == "2.0.0" for t in tel if t.summary.shadow)
+        assert all(0 <= (t.summary.shadow.agreement or 0) <= 1 for t in tel if t.summary.shadow)
+    finally:
+        agent.stop()
