@@ -42,7 +42,10 @@ from device_agent.transport.mqtt import MqttTransport, wait_acked
 
 log = logging.getLogger("edgeml.agent")
 
-PAUSE_ENV = "EDGEML_AGENT_PAUSE_IN"  # test hook: pause (for a kill -9) on entering this update state
+# Test hook: ``EDGEML_AGENT_PAUSE_IN=STATE`` or ``STATE:VERSION`` pauses the update worker on
+# entering STATE (for that target version) and writes ``<data_dir>/paused-STATE``, so a test can
+# SIGKILL the agent there. Serving continues while paused.
+PAUSE_ENV = "EDGEML_AGENT_PAUSE_IN"
 
 
 class NotReady(AgentError):
@@ -256,7 +259,11 @@ class Agent:
 
     def _maybe_pause(self, state: str) -> None:
         want = os.environ.get(PAUSE_ENV)
-        if want and want == state:
+        if not want:
+            return
+        want_state, _, want_version = want.partition(":")
+        target = self.record.target
+        if want_state == state and (not want_version or (target is not None and target.version == want_version)):
             marker = self.cfg.data_dir / f"paused-{state}"
             marker.write_text(str(os.getpid()))
             log.warning("test hook %s: paused in %s", PAUSE_ENV, state)

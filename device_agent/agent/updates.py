@@ -158,14 +158,16 @@ class UpdateDriver:
     def drive(self) -> float:
         """Advance as far as possible. Returns how long to wait before the next call."""
         a = self.agent
-        if a.record.state in sm.RESTING:
-            self.consider()
+        for _ in range(3):  # an update that ends may reveal the next thing to do (shadow, newer target)
             if a.record.state in sm.RESTING:
-                self.sync_shadow()
-        while a.record.state in sm.IN_PROGRESS and not a._stop.is_set():
-            wait = self.step_once()
-            if wait is not None:
-                return wait
+                self.consider()
+                if a.record.state in sm.RESTING:
+                    self.sync_shadow()
+                    return self.cfg.update_check_interval
+            while a.record.state in sm.IN_PROGRESS and not a._stop.is_set():
+                wait = self.step_once()
+                if wait is not None:
+                    return wait
         return self.cfg.update_check_interval
 
     # ------------------------------------------------------------------ choose a target

@@ -25,14 +25,20 @@ class Publisher:
     """The workstation side: keys, a TUF repository, ``edgeml.release.publish`` to the broker."""
 
     def __init__(
-        self, home: Path, broker_url: str, models: dict[str, Path], name: str = "tiny", chunk_bytes: int = 16384
+        self,
+        home: Path,
+        broker_url: str,
+        models: dict[str, Path],
+        name: str = "tiny",
+        chunk_bytes: int = 16384,
+        fleet: str = FLEET,
     ) -> None:
         from edgeml.release.keys import init_keys
         from edgeml.settings import load_settings
 
         home.mkdir(parents=True, exist_ok=True)
         (home / "edgeml.toml").write_text(f"[release]\nchunk_bytes = {chunk_bytes}\n")
-        self.settings = load_settings(home, env={}, broker=broker_url, fleet=FLEET)
+        self.settings = load_settings(home, env={}, broker=broker_url, fleet=fleet)
         init_keys(self.settings)
         self.home = home
         self.models = models
@@ -94,8 +100,9 @@ class Watcher:
             if value:
                 return value
             time.sleep(0.05)
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}; events: "
-                             f"{[(e.event, e.reason) for e in self.events()]}")
+        raise AssertionError(
+            f"timed out after {timeout}s waiting for {what}; events: {[(e.event, e.reason) for e in self.events()]}"
+        )
 
     def set_desired(self, device_id: str, version: str, model: str = "tiny", **kw: Any) -> None:
         d = DesiredState(model=model, version=version, issued_at=time.time(), **kw)
@@ -106,8 +113,9 @@ class Watcher:
         self.client.disconnect()
 
 
-def wait_until(pred: Callable[[], Any], timeout: float = 20.0, what: str = "condition",
-               diag: Optional[Callable[[], Any]] = None) -> Any:
+def wait_until(
+    pred: Callable[[], Any], timeout: float = 20.0, what: str = "condition", diag: Optional[Callable[[], Any]] = None
+) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = pred()

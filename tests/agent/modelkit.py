@@ -15,7 +15,7 @@ import numpy as np
 N_FEATURES = 4
 LABELS = ["a", "b", "c"]
 
-_BUILD = r'''
+_BUILD = r"""
 import os, sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np, tensorflow as tf, keras
@@ -50,7 +50,7 @@ inp = keras.Input((4,), name="x")
 h = keras.layers.Dense(512, activation="relu")(inp)
 h = keras.layers.Dense(512, activation="relu")(h)
 convert(keras.Model(inp, keras.layers.Dense(3, activation="softmax")(h)), "big")
-'''
+"""
 
 
 def build_models(cache_dir: Path) -> dict[str, Path]:

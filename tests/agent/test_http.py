@@ -19,19 +19,35 @@ from tests.agent.modelkit import make_manifest, write_manifest
 
 
 @pytest.fixture(scope="module")
-def served(tiny_models: dict[str, Path], shared_broker: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
+def served(
+    tiny_models: dict[str, Path], shared_broker: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Agent]:
     tmp = tmp_path_factory.mktemp("http-agent")
     manifest = write_manifest(tiny_models["good1"], make_manifest(tiny_models["good1"], version="1.0.0"))
-    cfg = agent_config(tmp, shared_broker.url, device_id="dev-http", http_address="127.0.0.1:0",
-                       bootstrap_model=tiny_models["good1"], bootstrap_manifest=manifest, max_batch=16,
-                       max_body_bytes=64 * 1024, telemetry_interval=5.0)
+    cfg = agent_config(
+        tmp,
+        shared_broker.url,
+        device_id="dev-http",
+        http_address="127.0.0.1:0",
+        bootstrap_model=tiny_models["good1"],
+        bootstrap_manifest=manifest,
+        max_batch=16,
+        max_body_bytes=64 * 1024,
+        telemetry_interval=5.0,
+    )
     agent = Agent(cfg).start()
     yield agent
     agent.stop()
 
 
-def request(agent: Agent, method: str, path: str, body: bytes | None = None,
-            ctype: str = "application/json", conn: http.client.HTTPConnection | None = None) -> tuple[int, Any]:
+def request(
+    agent: Agent,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    ctype: str = "application/json",
+    conn: http.client.HTTPConnection | None = None,
+) -> tuple[int, Any]:
     c = conn or http.client.HTTPConnection("127.0.0.1", agent.http_port, timeout=10)
     headers = {"Content-Type": ctype} if body is not None else {}
     c.request(method, path, body=body, headers=headers)

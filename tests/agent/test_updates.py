@@ -119,7 +119,8 @@ def test_every_window_arrives_in_order_after_an_outage(
         last = agent._last_seq  # every window up to this one (closed during the outage) must arrive
         seqs = watcher.wait_for(
             lambda: (s := [t.seq for t in watcher.of("telemetry")]) and max(s) >= last and s,
-            timeout=20, what="telemetry after reconnect",
+            timeout=20,
+            what="telemetry after reconnect",
         )
         first = seqs[0]
         unique = list(dict.fromkeys(seqs))
@@ -164,7 +165,9 @@ def test_model_failing_self_test_never_serves(tmp_path: Path, broker: Any, pub: 
         agent.stop()
 
 
-def test_nan_in_probation_rolls_back_and_says_why(tmp_path: Path, broker: Any, pub: Publisher, watcher: Watcher) -> None:
+def test_nan_in_probation_rolls_back_and_says_why(
+    tmp_path: Path, broker: Any, pub: Publisher, watcher: Watcher
+) -> None:
     pub.publish("good1", "1.0.0")
     agent = start_agent(tmp_path, broker, pub, probation_seconds=30.0, probation_requests=20)
     try:
@@ -187,7 +190,9 @@ def test_nan_in_probation_rolls_back_and_says_why(tmp_path: Path, broker: Any, p
         agent.stop()
 
 
-def test_corrupted_slot_is_detected_and_recovered(tmp_path: Path, broker: Any, pub: Publisher, watcher: Watcher) -> None:
+def test_corrupted_slot_is_detected_and_recovered(
+    tmp_path: Path, broker: Any, pub: Publisher, watcher: Watcher
+) -> None:
     pub.publish("good1", "1.0.0")
     pub.publish("good2", "2.0.0")
     agent = start_agent(tmp_path, broker, pub)
