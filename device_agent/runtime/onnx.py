@@ -36,7 +36,10 @@ class OnnxRuntime(Runtime):
             raise RuntimeError_(f"onnxruntime: cannot load {path.name}: {exc}") from exc
         inp = self.session.get_inputs()[0]
         self._in_name = inp.name
-        self._out_name = self.session.get_outputs()[0].name
+        outputs = self.session.get_outputs()
+        # classifiers exported from scikit-learn give (label, probabilities): serve the float output
+        floats = [o for o in outputs if o.type in ("tensor(float)", "tensor(float16)")]
+        self._out_name = (floats or outputs)[0].name
         self.input_shape = [d if isinstance(d, int) else -1 for d in inp.shape]
         self.input_dtype = _DTYPES.get(inp.type, np.float32)
 

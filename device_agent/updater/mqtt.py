@@ -6,7 +6,9 @@ subscribes to the wanted topics (QoS 0) and then publishes a nonce to a private 
 is also subscribed to. The broker sends the retained messages of a subscription while it
 processes the SUBSCRIBE, before it reads our later PUBLISH, so when the marker comes back every
 retained message that exists has already arrived (checked against Mosquitto in
-``tests/release/test_mqtt_reader.py``). QoS 0 matters: a broker may let a QoS 0 marker overtake
+``tests/release/test_mqtt_reader.py``). When every wanted topic has answered, the reader does
+not wait for the marker at all (so a broker that delays small writes costs nothing in the common
+case). QoS 0 matters: a broker may let a QoS 0 marker overtake
 QoS 1 messages that sit in its per-client queue.
 
 Messages on topics we did not ask for are ignored (some brokers deliver retained messages to
@@ -16,6 +18,7 @@ clients that never subscribed).
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 import uuid
@@ -114,6 +117,7 @@ class RetainedReader:
             client.on_connect = self._on_connect
             client.on_disconnect = self._on_disconnect
             client.on_message = self._on_message
+            client.on_subscribe = self._on_subscribe
             self._client = client
             try:
                 client.connect_async(self.url.host, self.url.port, keepalive=30)
@@ -161,7 +165,11 @@ class RetainedReader:
             self._generation += 1
             self._cond.notify_all()
 
+    def _on_subscribe(self, client: Any, userdata: Any, mid: Any, reason_codes: Any, properties: Any) -> None:
+        _quick_ack(client)
+
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        _quick_ack(client)
         topic, payload = msg.topic, bytes(msg.payload)
         with self._cond:
             if topic == self.marker_topic:
@@ -178,6 +186,10 @@ class RetainedReader:
                 self._oversize[topic] = len(payload)
             else:
                 self._got[topic] = payload
+
+    def _all_in(self) -> bool:
+        """Every wanted topic answered (no need to wait for the marker). Call with the lock held."""
+        return len(self._got) + len(self._oversize) >= len(self._wanted)
 
     # requests --------------------------------------------------------------------------------
     def get(self, topic: str, max_bytes: int) -> Optional[bytes]:
@@ -219,12 +231,13 @@ class RetainedReader:
         client.publish(self.marker_topic, nonce, qos=0)
         deadline = time.monotonic() + self.request_timeout
         with self._cond:
-            while not self._marker_seen and self._generation == generation:
+            while not self._marker_seen and self._generation == generation and not self._all_in():
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
                 self._cond.wait(min(left, 0.5))
-            seen, lost = self._marker_seen, self._generation != generation
+            seen = self._marker_seen or self._all_in()
+            lost = self._generation != generation and not seen
             got, oversize = dict(self._got), dict(self._oversize)
             self._wanted, self._got, self._oversize = {}, {}, {}
         if not lost:
@@ -241,3 +254,17 @@ class RetainedReader:
                 hint=f"check the broker load; {KEPT}",
             )
         return got, seen
+
+
+def _quick_ack(client: Any) -> None:
+    """Acknowledge received TCP data now (Linux). A broker that does not set TCP_NODELAY holds a
+    small retained message until our ACK of the SUBACK, which the kernel delays by ~40 ms: with
+    one subscribe per request that delay would dominate a metadata refresh."""
+    opt = getattr(socket, "TCP_QUICKACK", None)
+    sock = client.socket()
+    if opt is None or sock is None:
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, opt, 1)
+    except (OSError, AttributeError):
+        pass

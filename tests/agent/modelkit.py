@@ -50,6 +50,17 @@ inp = keras.Input((4,), name="x")
 h = keras.layers.Dense(512, activation="relu")(inp)
 h = keras.layers.Dense(512, activation="relu")(h)
 convert(keras.Model(inp, keras.layers.Dense(3, activation="softmax")(h)), "big")
+
+# an ONNX classifier (scikit-learn -> skl2onnx): outputs label and probabilities
+from sklearn.linear_model import LogisticRegression
+from skl2onnx import to_onnx
+rng = np.random.default_rng(0)
+X = rng.uniform(0, 1, (300, 4)).astype(np.float32)
+y = (X[:, 0] * 3).astype(int).clip(0, 2)
+clf = LogisticRegression(max_iter=500).fit(X, y)
+onx = to_onnx(clf, X[:1], options={id(clf): {"zipmap": False}}, target_opset=17)
+with open(os.path.join(out, "logreg.onnx"), "wb") as f:
+    f.write(onx.SerializeToString())
 """
 
 
@@ -57,11 +68,13 @@ def build_models(cache_dir: Path) -> dict[str, Path]:
     """Build (or reuse) the models. Returns name -> .tflite path."""
     key = hashlib.sha256(_BUILD.encode()).hexdigest()[:12]
     out = Path(cache_dir) / f"agent-models-{key}"
-    names = ["good1", "good2", "good3", "nan_when_negative", "big"]
-    if not all((out / f"{n}.tflite").exists() for n in names):
+    names = ["good1", "good2", "good3", "nan_when_negative", "big", "logreg"]
+    paths = {n: out / f"{n}.tflite" for n in names}
+    paths["logreg"] = out / "logreg.onnx"
+    if not all(p.exists() for p in paths.values()):
         out.mkdir(parents=True, exist_ok=True)
         subprocess.run([sys.executable, "-c", _BUILD, str(out)], check=True, timeout=300)
-    return {n: out / f"{n}.tflite" for n in names}
+    return paths
 
 
 def golden_inputs() -> np.ndarray:
@@ -82,6 +95,11 @@ def reference_profile() -> dict[str, Any]:
 
 
 def run_litert(path: Path, x: np.ndarray) -> np.ndarray:
+    if path.suffix == ".onnx":
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return sess.run(["probabilities"], {sess.get_inputs()[0].name: x.astype(np.float32)})[0]  # type: ignore[no-any-return]
     from ai_edge_litert.interpreter import Interpreter
 
     it = Interpreter(model_path=str(path))
@@ -108,7 +126,7 @@ def make_manifest(
         "schema": "manifest/1.0",
         "name": name,
         "version": version,
-        "format": "tflite",
+        "format": "onnx" if path.suffix == ".onnx" else "tflite",
         "quantization": "fp32",
         "filename": path.name,
         "task": "classification",
