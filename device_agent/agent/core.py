@@ -536,6 +536,7 @@ class Agent:
                 )
             except Exception:  # noqa: BLE001 - telemetry must never stop
                 log.exception("telemetry step failed")
+                pending_info = None  # the window stays spooled and is sent again (readers drop duplicates)
                 self._stop.wait(1.0)
         self.close_window()
 

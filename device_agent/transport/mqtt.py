@@ -198,8 +198,18 @@ def wait_acked(info: mqtt.MQTTMessageInfo, timeout: float) -> bool:
     paho's ``wait_for_publish`` it also waits on a message queued while disconnected (paho sends
     it after the reconnect)."""
     deadline = time.monotonic() + timeout
-    while not info.is_published():
+    while not _acked(info):
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.005)
     return True
+
+
+def _acked(info: mqtt.MQTTMessageInfo) -> bool:
+    # ``is_published()`` raises for a message queued while disconnected (rc NO_CONN), although
+    # paho sends it after the reconnect and marks it published on PUBACK: read the flag itself.
+    try:
+        return info.is_published()
+    except (RuntimeError, ValueError):
+        flag = getattr(info, "_published", None)
+        return bool(flag) if flag is not None else False
