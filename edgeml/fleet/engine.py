@@ -60,6 +60,7 @@ class _Acc:
 
     version: str
     since: float
+    skip_straddling: bool = True
     after_id: int = 0
     per_device: dict[str, TelemetrySummary] = field(default_factory=dict)
     psi_weighted: dict[str, tuple[float, int]] = field(default_factory=dict)
@@ -67,10 +68,12 @@ class _Acc:
     def update(self, store: Store, model: str) -> None:
         rows = store.telemetry_rows(
             model=model, version=self.version, since=self.since, after_id=self.after_id,
-            columns=("id", "device_id", "requests", "psi_max", "body"),
+            columns=("id", "device_id", "window_start", "requests", "psi_max", "body"),
         )
         for row in rows:
             self.after_id = max(self.after_id, row["id"])
+            if self.skip_straddling and (row["window_start"] or 0.0) < self.since:
+                continue  # began before the stage: partly another version or the switch itself
             try:
                 summary = TelemetrySummary.from_dict(json.loads(row["body"]).get("summary") or {})
             except (SchemaError, ValueError) as exc:
@@ -180,17 +183,23 @@ class Engine:
         if acc is None or acc.since != since or acc.version != version:
             for k in [k for k in self._acc if k[0] == r.id and k[1] != r.stage_index]:
                 del self._acc[k]
-            acc = self._acc[key] = _Acc(version, since)
+            acc = self._acc[key] = _Acc(version, since, skip_straddling=role != "baseline")
         acc.update(self.store, r.model)
         return acc
 
     def gate_inputs(self, r: Rollout, devices: Sequence[DeviceView]) -> tuple[GateInputs, bool]:
-        """Merged telemetry of the cohort (candidate, since the stage started) and the control group
-        (previous version, from ``baseline_s`` before the stage), plus failures since the rollout began."""
+        """Merged telemetry of the cohort (candidate, windows that began after the stage started)
+        and of the control group (targeted devices outside the cohort on the previous version,
+        over the same time), plus failures since the rollout began.
+
+        The comparison is concurrent so that whatever changes for everyone at once (load, network)
+        cancels out. A stage without a concurrent control (100 %) judges only the absolute gates:
+        the relative ones held against a control in the earlier stages. A one-stage rollout compares
+        with the previous version's windows from ``baseline_s`` before it started."""
         assert r.stage_started_at is not None
-        cohort = {
-            d.device_id for d in devices if in_target(r.target, r.model, d) and r.in_cohort(d.device_id)
-        }
+        targeted = [d for d in devices if in_target(r.target, r.model, d)]
+        cohort = {d.device_id for d in targeted if r.in_cohort(d.device_id)}
+        outside = {d.device_id for d in targeted} - cohort
         data = GateInputs()
         has_control = False
         if r.stage_mode == "shadow":
@@ -202,8 +211,11 @@ class Engine:
             data.cohort = acc.merged(cohort)
             data.cohort_psi_fallback = acc.psi(cohort)
             if r.previous_version:
-                ctl = self._acc_for(r, "control", r.previous_version, r.stage_started_at - self.baseline_s)
-                data.control = ctl.merged()
+                ctl = self._acc_for(r, "control", r.previous_version, r.stage_started_at)
+                data.control = ctl.merged(outside)
+                if not data.control.requests and len(r.plan) == 1:
+                    base = self._acc_for(r, "baseline", r.previous_version, r.stage_started_at - self.baseline_s)
+                    data.control = base.merged()
                 has_control = data.control.requests > 0
         manifest = self._manifest(r.model, r.version)
         if manifest is not None and manifest.reference.features:

@@ -29,6 +29,10 @@ from typing import Any, Callable, Optional
 from device_agent.protocol import LATENCY_BOUNDS_MS, LatencyHistogram, TelemetrySummary, distribution_shift
 from edgeml.errors import UsageError
 
+# Distances between distributions are biased upward on small samples (PSI over k bins is about
+# (k - 1) / n for n samples drawn from the reference itself): judge them only on enough samples.
+SAMPLES_PER_BIN = 50
+
 OPS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le,
     ">=": operator.ge,
@@ -155,11 +159,21 @@ def metric_value(metric: str, data: GateInputs) -> float | None:
             return None
         return a / b
     if metric == "psi":
-        if data.reference_freqs and cohort.features and len(data.reference_freqs) == len(cohort.features):
-            values = [v for v in cohort.feature_psi(data.reference_freqs) if v is not None]
+        reference = data.reference_freqs
+        if not reference and control.features and all(h.count for h in control.features):
+            reference = [h.frequencies() for h in control.features]  # no manifest: compare with the control
+        if reference and cohort.features and len(reference) == len(cohort.features):
+            values = [
+                v
+                for v, h in zip(cohort.feature_psi(reference), cohort.features)
+                if v is not None and h.count >= SAMPLES_PER_BIN * len(h.counts)
+            ]
             return max(values) if values else None
         return data.cohort_psi_fallback
     if metric == "prediction_shift":
+        k = max(len(cohort.classes), len(control.classes), 1)
+        if min(sum(cohort.classes.values()), sum(control.classes.values())) < SAMPLES_PER_BIN * k:
+            return None
         return distribution_shift(cohort.classes, control.classes)
     if metric == "shadow_agreement":
         return cohort.shadow.agreement if cohort.shadow else None
@@ -219,8 +233,10 @@ def evaluate_gates(
             assert value is not None
             results.append(GateResult(gate, value, gate.holds(value)))
         elif value is None:
-            if gate.metric == "psi" and enough:
+            if gate.metric == "psi" and enough and not any(h.count for h in data.cohort.features):
                 results.append(GateResult(gate, None, True, "no feature histograms reported"))
+            elif gate.metric in ("psi", "prediction_shift"):
+                results.append(GateResult(gate, None, None, f"waiting for {SAMPLES_PER_BIN} samples per bin"))
             else:
                 results.append(GateResult(gate, None, None, "waiting for data"))
         elif not enough:

@@ -134,6 +134,8 @@ class Rollout:
     stage_started_at: Optional[float] = None
     cuts: list[float] = field(default_factory=list)
     healthy_since: Optional[float] = None
+    confirm_s: float = 5.0
+    failing_since: Optional[float] = None
     reason: str = ""
     history: list[dict[str, Any]] = field(default_factory=list)
     last_gates: list[dict[str, Any]] = field(default_factory=list)
@@ -195,6 +197,7 @@ def new_rollout(
     gates: Sequence[str] | None = None,
     shadow_first: bool = False,
     shadow_fraction: float = 0.2,
+    confirm: str | float = 5.0,
     now: float,
     rollout_id: str | None = None,
 ) -> Rollout:
@@ -229,6 +232,7 @@ def new_rollout(
         shadow_first=shadow_first,
         shadow_fraction=shadow_fraction,
         soak_s=parse_duration(soak),
+        confirm_s=parse_duration(confirm),
         min_devices=min_devices,
         min_requests=min_requests,
         gates=[str(g) for g in parsed],
@@ -365,6 +369,20 @@ def step(rollout: Rollout, devices: Sequence[DeviceView], results: Sequence[Gate
         return out
     r.last_gates = [g.to_dict() for g in results]
     v = verdict(results)
+    if v is False:
+        # a device that gave up on the version halts at once; a measured value must stay over its
+        # limit for ``confirm_s`` (one unlucky tail on a small sample is not a verdict)
+        hard = any(g.ok is False and g.gate.metric == "update_failures" for g in results)
+        if r.failing_since is None:
+            r.failing_since = now
+            out.changed = True
+        if not hard and now - r.failing_since < r.confirm_s:
+            r.healthy_since = None
+            r.updated_at = now
+            return out
+    elif r.failing_since is not None:
+        r.failing_since = None
+        out.changed = True
     if v is False:
         r.state, r.finished_at = HALTED, now
         r.reason = f"stage {r.stage_index + 1} ({r.stage_pct:g}%): " + describe_failure(results)

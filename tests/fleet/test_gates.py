@@ -100,6 +100,16 @@ def test_psi_against_reference_and_fallback() -> None:
     data = GateInputs(cohort=s, reference_freqs=[[0.5, 0.5]])
     by = {r.gate.metric: r for r in evaluate_gates(parse_gates(None), data, 100, False)}
     assert by["psi"].ok is False and by["psi"].value > 0.2  # type: ignore[operator]
+    # too few samples for a PSI worth judging: pending, not failed (small samples look drifted)
+    s.features = [Histogram([0.0], [30, 10])]
+    by = {r.gate.metric: r for r in evaluate_gates(parse_gates(None), data, 100, False)}
+    assert by["psi"].ok is None and by["psi"].value is None
+    # without a manifest reference the control group's inputs are the reference
+    s.features = [Histogram([0.0], [500, 500])]
+    ctl = summary(1000, 2.0)
+    ctl.features = [Histogram([0.0], [950, 50])]
+    by = {r.gate.metric: r for r in evaluate_gates(parse_gates(None), GateInputs(cohort=s, control=ctl), 100, True)}
+    assert by["psi"].ok is False
     s.features = []
     data = GateInputs(cohort=s, cohort_psi_fallback=0.05)
     by = {r.gate.metric: r for r in evaluate_gates(parse_gates(None), data, 100, False)}

@@ -31,7 +31,7 @@ def fleet(n: int, version: str = "1.0.0") -> list[DeviceView]:
 
 
 def make(**kw) -> Rollout:  # type: ignore[no-untyped-def]
-    opts = dict(stages="10,50,100", soak=30, min_devices=2, min_requests=10, now=1000.0, rollout_id="r1")
+    opts = dict(stages="10,50,100", soak=30, min_devices=2, min_requests=10, now=1000.0, rollout_id="r1", confirm=0)
     opts.update(kw)
     return new_rollout("digits", "2.0.0", "1.0.0", **opts)  # type: ignore[arg-type]
 
@@ -172,3 +172,18 @@ def test_record_round_trips_and_previous_is_the_majority() -> None:
     devices = fleet(3, "1.0.0") + [DeviceView("x", True, "digits", "0.9.0"), DeviceView("y", True, "other", "5")]
     assert pick_previous("digits", "all", devices) == "1.0.0"
     assert pick_previous("digits", "devices:x", devices) == "0.9.0"
+
+
+def test_a_measured_violation_must_persist_but_failures_halt_at_once() -> None:
+    devices = fleet(10)
+    r = step(make(confirm=5), devices, [], 1000.0).rollout
+    converge(r, devices)
+    s = step(r, devices, BAD, 1001.0)
+    assert not s.halted and s.rollout.failing_since == 1001.0
+    s = step(s.rollout, devices, OK, 1002.0)  # recovered: the clock restarts
+    assert s.rollout.failing_since is None
+    r = step(s.rollout, devices, BAD, 1003.0).rollout
+    assert not step(r, devices, BAD, 1007.0).halted
+    assert step(r, devices, BAD, 1008.5).halted
+    failure = [GateResult(Gate.parse("update_failures<=0"), 1.0, False)]
+    assert step(s.rollout, devices, failure, 1002.5).halted
