@@ -20,6 +20,8 @@ from typing import Any, Optional
 import numpy as np
 
 from device_agent.agent.fsutil import atomic_write_bytes, atomic_write_json, read_json
+from device_agent.errors import DataError
+from device_agent.protocol.features import pooled_statistics
 from device_agent.protocol.manifest import ReferenceProfile
 from device_agent.protocol.messages import ShadowSummary, TelemetrySummary
 from device_agent.protocol.sketch import CONFIDENCE_EDGES, LATENCY_BOUNDS_MS, Histogram, LatencyHistogram
@@ -33,8 +35,8 @@ def feature_matrix(x: np.ndarray, reference: ReferenceProfile) -> Optional[np.nd
     profile has no features or this input cannot yield them.
 
     ``feature_kind == "raw"``: the first ``k`` columns of the flattened sample. ``"pooled"``:
-    the flattened sample cut into ``k`` equal contiguous chunks, each chunk's mean
-    (``pooling = "chunk-mean"``, the only pooling this agent knows).
+    :func:`device_agent.protocol.features.pooled_statistics` with the profile's ``pooling``
+    (e.g. ``"grid_mean:2x2"``), exactly as the workstation computed the reference.
     """
     k = len(reference.features)
     if k == 0 or x.ndim == 0 or x.shape[0] == 0:
@@ -42,12 +44,12 @@ def feature_matrix(x: np.ndarray, reference: ReferenceProfile) -> Optional[np.nd
     flat = x.reshape(x.shape[0], -1)
     if reference.feature_kind == "raw":
         return flat[:, :k] if flat.shape[1] >= k else None
-    if reference.feature_kind == "pooled" and reference.pooling in (None, "chunk-mean"):
-        d = flat.shape[1]
-        if d < k or d % k:
+    if reference.feature_kind == "pooled" and reference.pooling:
+        try:
+            pooled = pooled_statistics(x, reference.pooling)
+        except DataError:
             return None
-        pooled: np.ndarray = flat.reshape(flat.shape[0], k, d // k).mean(axis=2)
-        return pooled
+        return pooled if pooled.shape[1] == k else None
     return None
 
 

@@ -163,6 +163,8 @@ class UpdateDriver:
                 self.consider()
                 if a.record.state in sm.RESTING:
                     self.sync_shadow()
+                    if not self.cfg.model:
+                        self.close()  # nothing to poll: free the updater's connection until needed
                     return self.cfg.update_check_interval
             while a.record.state in sm.IN_PROGRESS and not a._stop.is_set():
                 wait = self.step_once()

@@ -9,6 +9,7 @@ target's custom field ``edgeml``, version ordering, atomic writes and typed erro
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import os
 import tempfile
@@ -194,15 +195,17 @@ class Updater:
         """
         self._tuf = None
         with translate_errors("refresh"):
-            tuf = TufUpdater(
-                str(self.metadata_dir),
-                METADATA_URL,
-                target_dir=None,
-                target_base_url=TARGETS_URL,
-                fetcher=self.fetcher,
-                config=self.config.tuf_config(),
-                bootstrap=None,
-            )
+            args = (str(self.metadata_dir), METADATA_URL)
+            kwargs: dict[str, Any] = {
+                "target_dir": None,
+                "target_base_url": TARGETS_URL,
+                "fetcher": self.fetcher,
+                "config": self.config.tuf_config(),
+            }
+            if "bootstrap" in inspect.signature(TufUpdater.__init__).parameters:
+                # trust anchor: root.json in metadata_dir (provisioned, then moved by verified rotations)
+                kwargs["bootstrap"] = None
+            tuf = TufUpdater(*args, **kwargs)
             tuf.refresh()
         self._tuf = tuf
 

@@ -77,13 +77,17 @@ def test_drift_flag_follows_psi() -> None:
     assert drift and psis[1] > 0.2 > psis[0]
 
 
-def test_pooled_features_chunk_means() -> None:
-    r = ReferenceProfile([FeatureProfile(f"p{i}", EDGES, [0.25] * 4) for i in range(4)], feature_kind="pooled")
-    x = np.arange(2 * 8 * 8, dtype=np.float32).reshape(2, 8, 8)
+def test_pooled_features_use_the_protocol_pooling() -> None:
+    r = ReferenceProfile(
+        [FeatureProfile(f"p{i}", EDGES, [0.25] * 4) for i in range(4)], feature_kind="pooled", pooling="grid_mean:2x2"
+    )
+    x = np.arange(2 * 8 * 8, dtype=np.float32).reshape(2, 8, 8, 1)
     fm = feature_matrix(x, r)
     assert fm is not None and fm.shape == (2, 4)
-    assert fm[0, 0] == np.arange(16).mean()
-    assert feature_matrix(np.zeros((2, 3)), r) is None  # 3 values cannot be cut in 4 chunks
+    assert fm[0, 0] == x[0, :4, :4].mean() and fm[1, 3] == x[1, 4:, 4:].mean()
+    assert feature_matrix(np.zeros((2, 3)), r) is None  # not an image
+    r.pooling = "median:3"
+    assert feature_matrix(x, r) is None
 
 
 def test_spool_keeps_order_and_sequence_across_restarts(tmp_path: Path) -> None:

@@ -57,3 +57,20 @@ def test_unreachable_broker_is_a_transport_error() -> None:
         assert info.value.hint
     finally:
         reader.close()
+
+
+class _Msg:
+    def __init__(self, topic: str, payload: bytes) -> None:
+        self.topic, self.payload = topic, payload
+
+
+def test_messages_on_topics_not_asked_for_are_ignored() -> None:
+    # some brokers (amqtt) deliver retained messages to clients that never subscribed to them
+    reader = RetainedReader("mqtt://127.0.0.1:9", Topics())
+    reader._wanted = {"edgeml/default/repo/metadata/timestamp.json": 100}
+    reader._on_message(None, None, _Msg("edgeml/default/repo/metadata/1.root.json", b"evil"))
+    reader._on_message(None, None, _Msg("edgeml/default/repo/metadata/timestamp.json", b"good"))
+    reader._on_message(None, None, _Msg(reader.marker_topic, b"stale-nonce"))
+    assert reader._got == {"edgeml/default/repo/metadata/timestamp.json": b"good"}
+    assert reader._marker_seen is False
+    assert reader.stats.messages == 1
