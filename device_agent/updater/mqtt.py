@@ -261,7 +261,7 @@ def _quick_ack(client: Any) -> None:
     small retained message until our ACK of the SUBACK, which the kernel delays by ~40 ms: with
     one subscribe per request that delay would dominate a metadata refresh."""
     opt = getattr(socket, "TCP_QUICKACK", None)
-    sock = client.socket()
+    sock = client.socket() if client is not None else None
     if opt is None or sock is None:
         return
     try:
