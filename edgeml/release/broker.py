@@ -4,7 +4,8 @@ Metadata goes to ``repo/metadata/<file>``; each target to a chunk index at
 ``repo/targets/<target path>`` plus content-addressed chunks ``repo/chunks/<sha256>`` (see
 :mod:`device_agent.updater.chunks`). A record of what each broker already holds
 (``repository/.pushed/<broker+fleet>.json``) keeps a publish from re-sending old chunks;
-``everything=True`` re-sends all (after a broker lost its retained store).
+``everything=True`` re-sends all; so does a push that finds the broker no longer holds the
+timestamp it last pushed (the broker lost its retained store).
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from typing import Any, Callable, Optional
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from device_agent.errors import AgentError
 from device_agent.protocol.broker import BrokerURL
 from device_agent.protocol.topics import Topics
 from device_agent.updater import chunks
+from device_agent.updater.mqtt import RetainedReader
 from edgeml.errors import ReleaseError
 from edgeml.release.repo import Repository, _atomic_write
 
@@ -71,6 +74,14 @@ def push(
             record = json.loads(record_file.read_text())
         except ValueError:
             record = {}
+    stale = False
+    if record and not dry_run:
+        # the record is only as good as the broker's memory: if it no longer holds the timestamp we
+        # last pushed (restarted without persistence, retained store wiped), send everything again
+        ts_topic = topics.repo_metadata("timestamp.json")
+        held = _retained(url, topics, ts_topic, timeout)
+        if held is None or hashlib.sha256(held).hexdigest() != record.get(ts_topic):
+            record, stale = {}, True
     todo = []
     skipped = 0
     for topic, payload in planned_messages(repo, topics, chunk_bytes):
@@ -85,6 +96,7 @@ def push(
         "messages": len(todo),
         "bytes": sum(len(p) for _, p, _ in todo),
         "skipped": skipped,
+        "resent_all": stale,
     }
     if dry_run or not todo:
         return summary
@@ -107,6 +119,20 @@ def push(
         client.disconnect()
         client.loop_stop()
     return summary
+
+
+def _retained(url: BrokerURL, topics: Topics, topic: str, timeout: float) -> Optional[bytes]:
+    """What the broker retains at ``topic`` (None: nothing). Raises ReleaseError if unreachable."""
+    reader = RetainedReader(url, topics, connect_timeout=timeout, request_timeout=timeout, reconnect_timeout=timeout)
+    try:
+        return reader.get(topic, 1 << 20)
+    except AgentError as exc:
+        raise ReleaseError(
+            f"cannot reach broker {url}: {exc.message}",
+            hint="the release is saved locally; start the broker (or fix --broker) and run `edgeml repo push`",
+        ) from exc
+    finally:
+        reader.close()
 
 
 def _connect(url: BrokerURL, timeout: float) -> mqtt.Client:

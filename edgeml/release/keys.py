@@ -31,6 +31,18 @@ def init_keys(
         if not isinstance(t, int) or t < 1 or t > 16:
             raise ReleaseError(f"{what} threshold {t!r} must be between 1 and 16", hint="e.g. --threshold 2")
     repo = Repository(settings, passphrase=passphrase, expiry=expiry)
+    with repo.locked():
+        return _init(repo, settings, root_threshold, targets_threshold, passphrase, force)
+
+
+def _init(
+    repo: Repository,
+    settings: Settings,
+    root_threshold: int,
+    targets_threshold: int,
+    passphrase: Optional[str],
+    force: bool,
+) -> dict[str, Any]:
     if repo.exists() or any(repo.keys.held().get(r) for r in ROLES):
         if not force:
             raise ReleaseError(
@@ -76,6 +88,11 @@ def rotate_key(settings: Settings, role: str, passphrase: Optional[str] = None) 
         raise ReleaseError(f"unknown role {role!r}", hint=f"choose one of {', '.join(ROLES)}")
     repo = Repository(settings, passphrase=passphrase)
     repo.require()
+    with repo.locked():
+        return _rotate(repo, role)
+
+
+def _rotate(repo: Repository, role: str) -> dict[str, Any]:
     old_root = repo.root()
     old_ids = list(old_root.roles[role].keyids)
     new_keys = [

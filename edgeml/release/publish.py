@@ -107,12 +107,7 @@ def publish(
         raise ReleaseError(exc.message, hint=exc.hint) from exc
     except Exception as exc:  # ConfigError from check_segment
         raise ReleaseError(str(exc), hint="use letters, digits, '_', '-' or '.'") from exc
-    newest = repo.newest_version(name)
-    if newest is not None and not is_newer(version, newest):
-        raise ReleaseError(
-            f"{name} {version} is not newer than the published {newest}",
-            hint=f"pick a version greater than {newest} (versions never go back; roll back with a new version)",
-        )
+    newest = _check_newer(repo, name, version)
     filename = src.model.name
     manifest = prepare_manifest(src.manifest, name, version, filename)
     data = src.model.read_bytes()
@@ -141,12 +136,24 @@ def publish(
         result["sha256"] = hashlib.sha256(data).hexdigest()
         return result
     custom = {"edgeml": encode_manifest(manifest), "published_at": repo.now().astimezone(timezone.utc).isoformat()}
-    info = repo.add_target(path, data, custom)
+    with repo.locked():
+        _check_newer(repo, name, version)  # again, under the lock: another publish may have won
+        info = repo.add_target(path, data, custom)
     result["sha256"] = info.hashes["sha256"]
     result["status"] = repo.status()
     if push:
         result["push"] = push_repo(settings, repo, progress=progress)
     return result
+
+
+def _check_newer(repo: Repository, name: str, version: str) -> Optional[str]:
+    newest = repo.newest_version(name)
+    if newest is not None and not is_newer(version, newest):
+        raise ReleaseError(
+            f"{name} {version} is not newer than the published {newest}",
+            hint=f"pick a version greater than {newest} (versions never go back; roll back with a new version)",
+        )
+    return newest
 
 
 def push_repo(

@@ -16,10 +16,13 @@ Expiry per role comes from ``edgeml.toml`` ``[release]`` (``timestamp_expiry = "
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Optional
@@ -106,6 +109,7 @@ class Repository(TufRepository):
         self.keys = KeyStore(settings.keys_dir, passphrase)
         self.expiry = {**expiry_from_settings(settings), **(expiry or {})}
         self._now = now
+        self._lock_depth = 0
 
     @property
     def topics(self) -> Topics:
@@ -115,6 +119,27 @@ class Repository(TufRepository):
         return self._now or datetime.now(timezone.utc)
 
     # storage ---------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the repository's edit lock (a publish and the controller's timestamp refresh must
+        not both sign version N+1). Re-entrant within one Repository object."""
+        if self._lock_depth:
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / ".lock", "a+b") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            self._lock_depth = 1
+            try:
+                yield
+            finally:
+                self._lock_depth = 0
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
     def exists(self) -> bool:
         return (self.meta_dir / "root.json").is_file()
 
@@ -264,11 +289,14 @@ class Repository(TufRepository):
         self.require()
         info = TargetFile.from_data(target_path, data, ["sha256"])
         info.unrecognized_fields["custom"] = custom
-        _atomic_write(self.target_file(target_path), data)
-        with self.edit_targets() as targets:
-            targets.targets[target_path] = info
-        self.do_snapshot()
-        self.do_timestamp()
+        with self.locked():
+            if target_path in self.targets().targets:
+                raise ReleaseError(f"{target_path} is already published", hint="publish a new version")
+            _atomic_write(self.target_file(target_path), data)
+            with self.edit_targets() as targets:
+                targets.targets[target_path] = info
+            self.do_snapshot()
+            self.do_timestamp()
         return info
 
     def refresh_timestamp(self, snapshot_margin: Optional[timedelta] = None) -> dict[str, Any]:
@@ -276,9 +304,10 @@ class Repository(TufRepository):
         within ``snapshot_margin`` (default: half its period). Returns the new status."""
         self.require()
         margin = snapshot_margin if snapshot_margin is not None else self.expiry["snapshot"] / 2
-        if self.snapshot().expires - self.now() < margin:
-            self.do_snapshot(force=True)
-        self.do_timestamp(force=True)
+        with self.locked():
+            if self.snapshot().expires - self.now() < margin:
+                self.do_snapshot(force=True)
+            self.do_timestamp(force=True)
         return self.status()
 
     def metadata_files(self) -> list[Path]:

@@ -258,3 +258,37 @@ def test_keys_rotate_targets_and_device_follows(
     assert code == 0, err
     assert json.loads(out)["trusted_root_version"] == 2
     assert (tmp_path / "m.bin").read_bytes() == model.read_bytes()
+
+
+def test_push_resends_everything_when_the_broker_lost_its_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.brokers import MosquittoBroker as Broker
+
+    home = tmp_path / "home"
+    first = Broker(tmp_path / "b1")
+    first.start()
+    try:
+        assert edgeml(capsys, home, first.url, "keys", "init")[0] == 0
+        model = make_variant(tmp_path / "v")
+        assert edgeml(capsys, home, first.url, "publish", str(model), "--version", "1")[0] == 0
+        port = first.port
+    finally:
+        first.stop()
+    empty = Broker(tmp_path / "b2", port=port)  # same address, empty retained store
+    empty.start()
+    try:
+        code, out, err = edgeml(capsys, home, empty.url, "repo", "push", "--json")
+        assert code == 0, err
+        result = json.loads(out)
+        assert result["resent_all"] is True and result["skipped"] == 0 and result["messages"] >= 7
+        meta = tmp_path / "dev"
+        meta.mkdir()
+        (meta / "root.json").write_bytes((home / "repository" / "metadata" / "root.json").read_bytes())
+        code, _, err = fetch(
+            capsys, "tiny", "1", "--broker", empty.url, "--metadata-dir", str(meta), "--out", str(tmp_path / "m.bin")
+        )
+        assert code == 0, err
+        assert (tmp_path / "m.bin").read_bytes() == model.read_bytes()
+    finally:
+        empty.stop()
