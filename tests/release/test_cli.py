@@ -292,3 +292,25 @@ def test_push_resends_everything_when_the_broker_lost_its_store(
         assert (tmp_path / "m.bin").read_bytes() == model.read_bytes()
     finally:
         empty.stop()
+
+
+def test_agent_fetch_with_agent_config(
+    broker: MosquittoBroker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = tmp_path / "home"
+    assert edgeml(capsys, home, broker.url, "--fleet", "plant-a", "keys", "init")[0] == 0
+    model = make_variant(tmp_path / "v")
+    assert edgeml(capsys, home, broker.url, "--fleet", "plant-a", "publish", str(model), "--version", "3")[0] == 0
+    root = home / "repository" / "metadata" / "root.json"
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(
+        f'device_id = "dev-007"\nfleet = "plant-a"\nbroker = "{broker.url}"\ndata_dir = "data"\n'
+        f'trusted_root = "{root}"\n'
+    )
+    code, out, err = fetch(capsys, "tiny", "--config", str(cfg), "--out", str(tmp_path / "m.bin"), "--json")
+    assert code == 0, err
+    assert json.loads(out)["version"] == "3"
+    assert (tmp_path / "data" / "tuf" / "metadata" / "root.json").is_file()  # trust installed from the config
+    assert (tmp_path / "m.bin").read_bytes() == model.read_bytes()
+    code, _, err = fetch(capsys, "tiny", "--config", str(cfg), "--fleet", "other", "--out", str(tmp_path / "x.bin"))
+    assert code == 2 and "not retained on the broker" in err and not (tmp_path / "x.bin").exists()
