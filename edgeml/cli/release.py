@@ -319,6 +319,39 @@ def repo_refresh(ctx: Context, no_push: bool, as_json: bool) -> None:
     click.echo(f"snapshot  v{status['snapshot']['version']} expires {status['snapshot']['expires']}")
     if "push" in out:
         click.echo(f"pushed {out['push']['messages']} message(s) to {out['push']['broker']}")
+    _warn(status)
+
+
+@repo_group.command("resign")
+@click.argument("role", type=click.Choice(["root", "targets", "snapshot", "timestamp"]))
+@click.option("--passphrase", "ask", is_flag=True, help=PASSPHRASE_HELP)
+@click.option("--no-push", is_flag=True, help="Only sign locally; do not push to the broker.")
+@json_option
+@pass_ctx
+def repo_resign(ctx: Context, role: str, ask: bool, no_push: bool, as_json: bool) -> None:
+    """Sign a new version of ROLE with a fresh expiry (nothing else changes).
+
+    Root and targets expire after a year by default ([release] root_expiry, targets_expiry):
+    re-sign them before that with the offline keys; `edgeml repo status` warns a month ahead.
+    """
+    from edgeml.release.publish import push_repo
+    from edgeml.release.repo import Repository
+
+    repo = Repository(ctx.settings, passphrase=_passphrase(ask))
+    status = repo.resign(role)
+    out: dict[str, Any] = {"status": status}
+    if not no_push:
+        out["push"] = push_repo(ctx.settings, repo)
+    if as_json:
+        echo_json(out)
+        return
+    click.echo(f"{role} v{status[role]['version']} expires {status[role]['expires']}")
+    _warn(status)
+
+
+def _warn(status: dict[str, Any]) -> None:
+    for w in status.get("warnings", []):
+        click.secho(f"warning: {w}", fg="yellow", err=True)
 
 
 @repo_group.command("push")
@@ -352,6 +385,7 @@ def repo_status(ctx: Context, as_json: bool) -> None:
         return
     for role in ("root", "targets", "snapshot", "timestamp"):
         click.echo(f"{role:<9} v{status[role]['version']:<4} expires {status[role]['expires']}")
+    _warn(status)
 
 
 def register(main: click.Group) -> None:

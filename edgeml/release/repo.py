@@ -70,6 +70,15 @@ def expiry_from_settings(settings: Settings) -> dict[str, timedelta]:
     return out
 
 
+def _human(delta: timedelta) -> str:
+    secs = int(delta.total_seconds())
+    if secs >= 86400:
+        return f"{secs // 86400}d"
+    if secs >= 3600:
+        return f"{secs // 3600}h"
+    return f"{max(secs, 0) // 60}m"
+
+
 def _serialize(md: Metadata[Any]) -> bytes:
     return md.to_bytes(JSONSerializer(compact=True))
 
@@ -280,7 +289,38 @@ class Repository(TufRepository):
             out[role] = {"version": s.version, "expires": s.expires.isoformat().replace("+00:00", "Z")}
         root = self.root()
         out["thresholds"] = {r: root.roles[r].threshold for r in root.roles}
+        out["warnings"] = self.expiry_warnings()
         return out
+
+    def expiry_warnings(self) -> list[str]:
+        """Roles that expire soon (within a tenth of their period, at most 30 days): what to run."""
+        fix = {
+            "root": "edgeml repo resign root (needs the offline root keys)",
+            "targets": "edgeml repo resign targets (or publish)",
+            "snapshot": "edgeml repo refresh",
+            "timestamp": "edgeml repo refresh (the fleet controller does it while it runs)",
+        }
+        out = []
+        for role in (Root.type, Targets.type, Snapshot.type):
+            left = self.open(role).signed.expires - self.now()
+            if left < min(self.expiry[role] / 10, timedelta(days=30)):
+                state = "expired" if left.total_seconds() <= 0 else f"expires in {_human(left)}"
+                out.append(f"{role} metadata {state}: devices refuse an expired {role}; run `{fix[role]}`")
+        return out
+
+    def resign(self, role: str) -> dict[str, Any]:
+        """Sign a new version of ``role`` with a fresh expiry (no other change), then snapshot and
+        timestamp as needed. Raises ReleaseError when the role's keys are not here."""
+        self.require()
+        if role not in _SIGNED:
+            raise ReleaseError(f"unknown role {role!r}", hint=f"choose one of {', '.join(_SIGNED)}")
+        with self.locked():
+            with self.edit(role):
+                pass
+            if role == Targets.type:
+                self.do_snapshot()
+            self.do_timestamp(force=role == Timestamp.type)
+        return self.status()
 
     # edits -----------------------------------------------------------------------------------
     def add_target(self, target_path: str, data: bytes, custom: dict[str, Any]) -> TargetFile:

@@ -108,3 +108,22 @@ def test_missing_trusted_root_is_a_config_error(env: Env, tmp_path: Path) -> Non
     env.updaters.append(up)
     up.refresh()
     assert up.trusted_root_version == 1
+
+
+def test_expiry_warnings_and_resign_root(env: Env) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from edgeml.release.repo import Repository
+
+    later = Repository(env.settings, now=datetime.now(timezone.utc) + timedelta(days=340))
+    warnings = later.status()["warnings"]
+    assert any(w.startswith("root metadata expires in") and "resign root" in w for w in warnings)
+    assert any(w.startswith("targets metadata") for w in warnings)
+    status = later.resign("root")  # re-signed when the warning shows up
+    assert status["root"]["version"] == 2
+    assert not any(w.startswith("root") for w in status["warnings"])
+    pub = env.publish("1.0.0")
+    up = env.updater()
+    up.refresh()
+    assert up.trusted_root_version == 2
+    assert up.download(up.release("tiny", "1.0.0"), env.tmp / "m").read_bytes() == pub["model"].read_bytes()
