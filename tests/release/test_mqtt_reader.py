@@ -74,3 +74,33 @@ def test_messages_on_topics_not_asked_for_are_ignored() -> None:
     assert reader._got == {"edgeml/default/repo/metadata/timestamp.json": b"good"}
     assert reader._marker_seen is False
     assert reader.stats.messages == 1
+
+
+def test_marker_order_holds_on_a_broker_with_small_queues(tmp_path: object) -> None:
+    # production brokers keep per-client queue limits (Mosquitto: 20 in flight, 1000 queued); QoS 1
+    # retained messages beyond them would be dropped or overtaken by the marker; the reader uses QoS 0
+    from pathlib import Path
+
+    from tests.brokers import free_port
+
+    port = free_port()
+    workdir = Path(str(tmp_path)) / "small-queues"
+    conf = f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 5\nmax_queued_messages 10\n"
+    b = MosquittoBroker(workdir, port=port, config=conf)
+    b.start()
+    raw = Raw(b.host, b.port)
+    topics = Topics("t3")
+    present = [topics.repo_chunk(f"{i:064x}") for i in range(40)]
+    try:
+        for i, t in enumerate(present):
+            raw.put(t, bytes([i]) * 65536)
+        reader = RetainedReader(b.url, topics)
+        try:
+            got = reader.get_many([*present, topics.repo_chunk("f" * 64)], 1 << 20)
+            assert got[topics.repo_chunk("f" * 64)] is None
+            assert [got[t] == bytes([i]) * 65536 for i, t in enumerate(present)] == [True] * 40
+        finally:
+            reader.close()
+    finally:
+        raw.close()
+        b.stop()
