@@ -277,6 +277,7 @@ def _fit_encoding(
     }
     if image_shape is not None:
         preprocessing["image_shape"] = list(image_shape)
+    preprocessing["vocabularies"] = {c["name"]: c["vocabulary"] for c in specs if c["kind"] == "categorical"}
     preprocessing["feature_names"] = encoded_feature_names(preprocessing)
     return preprocessing
 

@@ -88,6 +88,7 @@ def train(
         "input_shape": input_shape,
         "feature_names": prepared.feature_names,
         "labels": prepared.labels,
+        "vocabularies": prepared.preprocessing["vocabularies"],
         "preprocessing": prepared.preprocessing,
         "data_report": prepared.report,
         "warnings": prepared.warnings,

@@ -28,6 +28,7 @@ def test_csv_with_categorical_and_missing_values(tmp_path: Path) -> None:
     d = load(str(write_sensor_csv(tmp_path / "sensors.csv")), target="state")
     cols = {c["name"]: c for c in d.preprocessing["columns"]}
     assert cols["site"]["kind"] == "categorical" and cols["site"]["vocabulary"] == ["east", "north", "south"]
+    assert d.preprocessing["vocabularies"] == {"site": ["east", "north", "south"]}
     assert "firmware" not in cols  # constant column dropped
     assert d.feature_names == ["temp", "vibration", "site=east", "site=north", "site=south"]
     assert d.report["missing_values"] == {"temp": 12, "site": 7}

@@ -12,6 +12,7 @@ import pytest
 
 from device_agent.protocol import ModelManifest
 from device_agent.protocol.features import pooled_statistics
+from edgeml.pipeline.convert import convert
 from edgeml.pipeline.hostinfo import cpu_model
 from edgeml.pipeline.report import render_variant_table
 from edgeml.pipeline.runtimes import open_runner
@@ -136,3 +137,25 @@ def test_prefer_latency_picks_the_measured_fastest_eligible(report: dict[str, An
     sel = select(rows, max_accuracy_drop=0.01, prefer="latency")
     eligible = [v for v in rows if v["accuracy_drop"] <= 0.01]
     assert sel["selected"] == min(eligible, key=lambda v: v["latency_p50_ms"])["name"]
+
+
+def test_int8_io_variant_on_request(digits_model_dir: Path, tmp_path: Path) -> None:
+    report = convert(digits_model_dir, tmp_path / "c", int8_io=True, latency_runs=5)
+    row = next(v for v in report["variants"] if v["name"] == "tflite-int8-io")
+    assert "int8-io" in row["flags"] and row["accuracy_drop"] <= 0.01
+    m = ModelManifest.from_json((tmp_path / "c" / row["manifest"]).read_bytes())
+    assert m.inputs[0].dtype == "int8" and m.inputs[0].scale and m.outputs[0].dtype == "int8"
+    assert "quantized_io" in m.preprocessing
+    # a device quantizes the golden input with the manifest's scale/zero point and gets the golden output
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(tmp_path / "c" / row["path"]))
+    interp.allocate_tensors()
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    spec_in, spec_out = m.inputs[0], m.outputs[0]
+    for g in m.golden:
+        q = np.clip(np.round(np.asarray(g.input)[None] / spec_in.scale + spec_in.zero_point), -128, 127)
+        interp.set_tensor(inp["index"], q.astype(np.int8))
+        interp.invoke()
+        y = (interp.get_tensor(out["index"]).astype(np.float32) - spec_out.zero_point) * spec_out.scale
+        assert np.max(np.abs(y[0] - np.asarray(g.output))) <= m.golden_atol
