@@ -343,11 +343,20 @@ class Simulator:
         if self._own_dir:
             shutil.rmtree(self.base_dir, ignore_errors=True)
 
-    def stop_device(self, device_id: str) -> None:
-        """Take one device offline (its agent stops; its data folder stays)."""
+    def stop_device(self, device_id: str, power_cut: bool = True) -> None:
+        """Take one device offline; its data folder stays. ``power_cut`` drops the connection
+        without a goodbye first, so the broker publishes the device's last will (offline)."""
         agent = self.agents.pop(device_id, None)
-        if agent is not None:
-            agent.stop()
+        if agent is None:
+            return
+        transport = getattr(agent, "transport", None)
+        if power_cut and transport is not None:
+            transport._stop.set()  # noqa: SLF001 - no reconnect: the board is off
+            try:
+                transport.client._sock_close()  # noqa: SLF001
+            except Exception:  # noqa: BLE001
+                pass
+        agent.stop()
 
     def start_device(self, device_id: str) -> None:
         """Bring a stopped device back (same data folder: it resumes where it was)."""
@@ -391,7 +400,9 @@ class Simulator:
             order_rng.shuffle(order)
             for dev in order:
                 agent = self.agents.get(dev)
-                x = self._inputs(dev, agent, 1, rng) if agent is not None else None
+                if agent is None:
+                    continue
+                x = self._inputs(dev, agent, 1, rng)
                 if x is None:
                     continue
                 try:
