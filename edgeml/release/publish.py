@@ -109,6 +109,10 @@ def publish(
         raise ReleaseError(str(exc), hint="use letters, digits, '_', '-' or '.'") from exc
     newest = _check_newer(repo, name, version)
     filename = src.model.name
+    try:
+        check_segment(filename, "model file name")
+    except Exception as exc:  # ConfigError
+        raise ReleaseError(str(exc), hint="rename the file: letters, digits, '_', '-' and '.' only") from exc
     manifest = prepare_manifest(src.manifest, name, version, filename)
     data = src.model.read_bytes()
     path = target_path(name, version, filename)
