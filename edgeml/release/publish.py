@@ -7,7 +7,7 @@ from datetime import timezone
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from device_agent.errors import DataError
+from device_agent.errors import ConfigError, DataError
 from device_agent.protocol.manifest import ModelManifest
 from device_agent.protocol.topics import check_segment
 from device_agent.protocol.versions import is_newer, version_key
@@ -105,14 +105,14 @@ def publish(
         version_key(version)
     except DataError as exc:
         raise ReleaseError(exc.message, hint=exc.hint) from exc
-    except Exception as exc:  # ConfigError from check_segment
-        raise ReleaseError(str(exc), hint="use letters, digits, '_', '-' or '.'") from exc
+    except ConfigError as exc:
+        raise ReleaseError(exc.message, hint=exc.hint) from exc
     newest = _check_newer(repo, name, version)
     filename = src.model.name
     try:
         check_segment(filename, "model file name")
-    except Exception as exc:  # ConfigError
-        raise ReleaseError(str(exc), hint="rename the file: letters, digits, '_', '-' and '.' only") from exc
+    except ConfigError as exc:
+        raise ReleaseError(exc.message, hint="rename the file: letters, digits, '_', '-' and '.' only") from exc
     manifest = prepare_manifest(src.manifest, name, version, filename)
     data = src.model.read_bytes()
     path = target_path(name, version, filename)
