@@ -10,6 +10,7 @@ device) may neither read nor write anything, even with a certificate the broker 
 | device <id> | ``devices/<id>/desired``, ``repo/#``              | ``devices/<id>/state|events|telemetry`` |
 | controller  | ``devices/#``, ``repo/#``                         | ``devices/+/desired``                   |
 | publisher   | ``repo/#``                                        | ``repo/#``                              |
+| any client  | ``probe/<its client id>``                         | ``probe/<its client id>``               |
 """
 
 from __future__ import annotations
