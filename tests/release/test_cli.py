@@ -314,3 +314,22 @@ def test_agent_fetch_with_agent_config(
     assert (tmp_path / "m.bin").read_bytes() == model.read_bytes()
     code, _, err = fetch(capsys, "tiny", "--config", str(cfg), "--fleet", "other", "--out", str(tmp_path / "x.bin"))
     assert code == 2 and "not retained on the broker" in err and not (tmp_path / "x.bin").exists()
+
+
+def test_offline_root_keys_are_needed_to_rotate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    home, url = tmp_path / "home", "mqtt://127.0.0.1:9"
+    assert edgeml(capsys, home, url, "keys", "init")[0] == 0
+    offline = tmp_path / "usb-stick"
+    (home / "keys" / "root").rename(offline)  # the root key goes offline
+    code, out, _ = edgeml(capsys, home, url, "keys", "ls")
+    assert code == 0 and "(not here)" in out
+    code, _, err = edgeml(capsys, home, url, "keys", "rotate", "targets", "--no-push")
+    assert code == 2 and "needs 1 root key(s); 0 available" in err and "offline root keys" in err
+    assert len(list((home / "keys" / "targets").glob("*.pem"))) == 1, "no half-made rotation left behind"
+    model = make_variant(tmp_path / "v")
+    code, _, err = edgeml(capsys, home, url, "publish", str(model), "--version", "1", "--no-push")
+    assert code == 0, err  # publishing needs targets, snapshot and timestamp keys only
+    offline.rename(home / "keys" / "root")
+    code, out, err = edgeml(capsys, home, url, "keys", "rotate", "targets", "--no-push", "--json")
+    assert code == 0, err
+    assert json.loads(out)["root_version"] == 2
