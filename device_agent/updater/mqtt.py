@@ -250,8 +250,10 @@ class RetainedReader:
             )
         if not seen and not lost:
             raise BrokerUnavailableError(
-                f"broker {self.url} did not answer within {self.request_timeout:.0f}s",
-                hint=f"check the broker load; {KEPT}",
+                f"broker {self.url} did not answer within {self.request_timeout:.0f}s "
+                f"(no echo on {self.marker_topic})",
+                hint=f"check the broker's load, and that its ACL lets this client read and write "
+                f"{self.topics.root}/probe/<client id> and read {self.topics.repo}/#; {KEPT}",
             )
         return got, seen
 
