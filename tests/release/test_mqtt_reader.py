@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 import time
 
 import pytest
@@ -103,4 +105,27 @@ def test_marker_order_holds_on_a_broker_with_small_queues(tmp_path: object) -> N
             reader.close()
     finally:
         raw.close()
+        b.stop()
+
+
+def test_broker_acl_without_the_probe_topic_gives_an_actionable_error(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from tests.brokers import free_port
+
+    port = free_port()
+    workdir = Path(str(tmp_path)) / "acl"
+    workdir.mkdir()
+    (workdir / "acl").write_text("topic read edgeml/default/repo/#\n")  # anonymous: no probe topic
+    me = pwd.getpwuid(os.geteuid()).pw_name  # as root, mosquitto would switch user and not read the file
+    conf = f"listener {port} 127.0.0.1\nallow_anonymous true\nacl_file {workdir / 'acl'}\nuser {me}\n"
+    b = MosquittoBroker(workdir, port=port, config=conf)
+    b.start()
+    reader = RetainedReader(b.url, Topics(), request_timeout=1.0)
+    try:
+        with pytest.raises(BrokerUnavailableError) as info:
+            reader.get(Topics().repo_metadata("2.root.json"), 1000)
+        assert "no echo on edgeml/default/probe/" in info.value.message and "ACL" in info.value.hint
+    finally:
+        reader.close()
         b.stop()
