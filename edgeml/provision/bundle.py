@@ -110,8 +110,8 @@ INSTALL_SH = r"""#!/bin/sh
 #   EDGEML_PREFIX      the agent's venv                  [/opt/edgeml]
 #   EDGEML_CONF_DIR    configuration and credentials     [/etc/edgeml]
 #   EDGEML_DATA_DIR    models, state, spool              [/var/lib/edgeml]
-#   EDGEML_PIP_SOURCE  what pip installs, before [device] [edgeml==@VERSION@]
-#                      (a local checkout or a wheel file works too: EDGEML_PIP_SOURCE=/src/edgeml)
+#   EDGEML_PIP_SOURCE  a local checkout or wheel to install instead of edgeml[device]==@VERSION@
+#                      from the package registry (e.g. EDGEML_PIP_SOURCE=/src/edgeml)
 #   EDGEML_PIP_ARGS    extra pip arguments, e.g. "--index-url https://mirror/simple"
 #   EDGEML_SYSTEMD     1 to require the systemd unit, 0 to skip it [auto]
 #   EDGEML_USER        the user the service runs as      [edgeml]
@@ -122,7 +122,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 PREFIX=${EDGEML_PREFIX:-/opt/edgeml}
 CONF_DIR=${EDGEML_CONF_DIR:-/etc/edgeml}
 DATA_DIR=${EDGEML_DATA_DIR:-/var/lib/edgeml}
-PIP_SOURCE=${EDGEML_PIP_SOURCE:-edgeml==@VERSION@}
+PIP_SOURCE=${EDGEML_PIP_SOURCE:-}
 PIP_ARGS=${EDGEML_PIP_ARGS:-}
 SYSTEMD=${EDGEML_SYSTEMD:-auto}
 RUN_USER=${EDGEML_USER:-edgeml}
@@ -140,11 +140,20 @@ if [ -f "$HERE/../@DEVICE_ID@.tar.gz.sha256" ] && command -v sha256sum >/dev/nul
   (cd "$HERE/.." && sha256sum -c "@DEVICE_ID@.tar.gz.sha256" >/dev/null) || die "bundle checksum mismatch"
 fi
 
+use_systemd=0
+if [ "$SYSTEMD" != 0 ] && command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+  use_systemd=1
+  [ "$(id -u)" = 0 ] || die "installing the systemd unit needs root (sudo sh install.sh, or EDGEML_SYSTEMD=0)"
+elif [ "$SYSTEMD" = 1 ]; then
+  die "systemd is not running here (EDGEML_SYSTEMD=1 asked for it)"
+fi
+
 say "creating the agent's venv in $PREFIX"
 [ -x "$PREFIX/bin/python" ] || "$PYTHON" -m venv "$PREFIX"
-say "installing $PIP_SOURCE[device] (only the device extra: no TensorFlow)"
+if [ -n "$PIP_SOURCE" ]; then REQ="${PIP_SOURCE}[device]"; else REQ="edgeml[device]==@VERSION@"; fi
+say "installing $REQ (only the device extra: no TensorFlow)"
 # shellcheck disable=SC2086
-"$PREFIX/bin/python" -m pip install --quiet $PIP_ARGS "$PIP_SOURCE[device]" || die "pip install failed"
+"$PREFIX/bin/python" -m pip install --quiet $PIP_ARGS "$REQ" || die "pip install failed"
 
 say "writing configuration to $CONF_DIR"
 mkdir -p "$CONF_DIR" "$DATA_DIR"
@@ -153,7 +162,7 @@ for f in ca.crt root.json; do cp "$HERE/$f" "$CONF_DIR/$f"; chmod 0644 "$CONF_DI
 for f in client.crt client.key; do
   if [ -f "$HERE/$f" ]; then cp "$HERE/$f" "$CONF_DIR/$f"; chmod 0600 "$CONF_DIR/$f"; fi
 done
-[ -f "$CONF_DIR/client.crt" ] && chmod 0644 "$CONF_DIR/client.crt"
+if [ -f "$CONF_DIR/client.crt" ]; then chmod 0644 "$CONF_DIR/client.crt"; fi
 fill() {
   sed -e "s#@CONF_DIR@#$CONF_DIR#g" -e "s#@DATA_DIR@#$DATA_DIR#g" -e "s#@PREFIX@#$PREFIX#g" \
       -e "s#@USER@#$RUN_USER#g" "$1"
@@ -162,17 +171,12 @@ fill() {
 fill "$HERE/agent.toml.in" > "$CONF_DIR/agent.toml"
 chmod 0600 "$CONF_DIR/agent.toml"
 
-use_systemd=0
-if [ "$SYSTEMD" != 0 ] && command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-  use_systemd=1
-elif [ "$SYSTEMD" = 1 ]; then
-  die "systemd is not running here (EDGEML_SYSTEMD=1 asked for it)"
-fi
 if [ "$use_systemd" = 1 ]; then
-  [ "$(id -u)" = 0 ] || die "installing the systemd unit needs root (sudo sh install.sh)"
   id "$RUN_USER" >/dev/null 2>&1 || useradd --system --home-dir "$DATA_DIR" --shell /usr/sbin/nologin "$RUN_USER"
   chown -R "$RUN_USER:$RUN_USER" "$DATA_DIR"
-  for f in client.key agent.toml; do [ -f "$CONF_DIR/$f" ] && chown "$RUN_USER:$RUN_USER" "$CONF_DIR/$f"; done
+  for f in client.key agent.toml; do
+    if [ -f "$CONF_DIR/$f" ]; then chown "$RUN_USER:$RUN_USER" "$CONF_DIR/$f"; fi
+  done
   fill "$HERE/edgeml-agent.service" > /etc/systemd/system/edgeml-agent.service
   systemctl daemon-reload
   systemctl enable --now edgeml-agent.service
