@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import click
 
@@ -35,10 +37,41 @@ def quiet_frameworks() -> Iterator[None]:
 
 
 @contextmanager
-def progress_bar(enabled: bool) -> Iterator[Any]:
-    """A rich progress bar on stderr; yields a ``callback(step, done, total)`` (a no-op if disabled)."""
+def native_stderr_captured(enabled: bool) -> Iterator[TextIO]:
+    """Send file descriptor 2 to a scratch file while the frameworks run (TensorFlow, the TFLite
+    converter and LiteRT print C++ log lines there that no setting silences); yield a stream on the
+    real stderr for progress and warnings. Disabled (``--debug``): yields ``sys.stderr`` unchanged."""
+    if not enabled:
+        yield sys.stderr
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    real = os.fdopen(os.dup(saved), "w", buffering=1)
+    with tempfile.TemporaryFile() as scratch:
+        os.dup2(scratch.fileno(), 2)
+        try:
+            yield real
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            real.close()
+
+
+@contextmanager
+def progress_bar(enabled: bool, stream: TextIO | None = None) -> Iterator[Any]:
+    """A rich progress bar on ``stream`` (stderr); yields a ``callback(step, done, total)`` (None if disabled)."""
     if not enabled:
         yield None
+        return
+    out = stream or sys.stderr
+    if not out.isatty():  # a log, not a terminal: one plain line per step
+
+        def plain(step: str, done: int, total: int) -> None:
+            out.write(f"[{done}/{total}] {step}\n" if total else f"{step}\n")
+            out.flush()
+
+        yield plain
         return
     from rich.console import Console
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -49,7 +82,7 @@ def progress_bar(enabled: bool) -> Iterator[Any]:
         BarColumn(),
         TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(),
-        console=Console(stderr=True),
+        console=Console(file=out),
         transient=True,
     ) as bar:
         task = bar.add_task("starting", total=None)
@@ -58,6 +91,13 @@ def progress_bar(enabled: bool) -> Iterator[Any]:
             bar.update(task, description=step, completed=done, total=total)
 
         yield callback
+
+
+@contextmanager
+def running(ctx: Context, as_json: bool) -> Iterator[Any]:
+    """Quiet frameworks, their native stderr captured (unless --debug), and a progress bar (unless --json)."""
+    with quiet_frameworks(), native_stderr_captured(not ctx.debug) as err, progress_bar(not as_json, err) as bar:
+        yield bar
 
 
 def parse_params(items: tuple[str, ...]) -> dict[str, Any]:
@@ -130,7 +170,7 @@ def _train_command() -> click.Command:
 
         out_dir = Path(out) if out else ctx.settings.home / "runs" / dataset_name(dataset)
         overrides = parse_params(params)
-        with quiet_frameworks(), progress_bar(not as_json) as bar:
+        with running(ctx, as_json) as bar:
             summary = train(
                 dataset,
                 out_dir,
@@ -228,7 +268,7 @@ def _convert_command() -> click.Command:
             raise UsageError("--threads and --latency-runs must be at least 1")
         src = Path(model_dir)
         out_dir = Path(out) if out else src.parent / f"{src.name}-convert"
-        with quiet_frameworks(), progress_bar(not as_json) as bar:
+        with running(ctx, as_json) as bar:
             report = convert(
                 src,
                 out_dir,

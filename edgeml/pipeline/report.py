@@ -15,8 +15,8 @@ COLUMNS = (
     ("drop pp", "accuracy_drop", "{:+.2f}"),
     ("agree", "agreement", "{:.4f}"),
     ("max|diff|", "max_abs_diff", "{:.4f}"),
-    ("p50 ms", "latency_p50_ms", "{:.3f}"),
-    ("p95 ms", "latency_p95_ms", "{:.3f}"),
+    ("p50 ms", "latency_p50_ms", "{:.4f}"),
+    ("p95 ms", "latency_p95_ms", "{:.4f}"),
     ("load ms", "load_ms", "{:.1f}"),
 )
 

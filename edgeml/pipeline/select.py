@@ -41,7 +41,7 @@ def flag_rows(rows: Sequence[dict[str, Any]], max_accuracy_drop: float) -> None:
         ):
             flags.append(SLOWER_FLAG)
             row.setdefault("notes", []).append(
-                f"p50 {row['latency_p50_ms']:.3f} ms vs {base['latency_p50_ms']:.3f} ms for {base['name']}"
+                f"p50 {row['latency_p50_ms']:.4g} ms vs {base['latency_p50_ms']:.4g} ms for {base['name']}"
                 f" ({row['latency_p50_ms'] / max(base['latency_p50_ms'], 1e-9):.2f}x) on this CPU"
             )
         if row["accuracy_drop"] > max_accuracy_drop + EPS and OVER_BUDGET_FLAG not in flags:
@@ -96,7 +96,7 @@ def select(rows: Sequence[dict[str, Any]], max_accuracy_drop: float = 0.01, pref
             )
         elif prefer == "latency" and row["latency_p50_ms"] != chosen["latency_p50_ms"]:
             why = (
-                f"slower: p50 {row['latency_p50_ms']:.3f} ms vs {chosen['latency_p50_ms']:.3f} ms for {chosen['name']}"
+                f"slower: p50 {row['latency_p50_ms']:.4g} ms vs {chosen['latency_p50_ms']:.4g} ms for {chosen['name']}"
             )
         elif prefer == "size" and chosen["quantization"] in INTEGER_ONLY and row["quantization"] not in INTEGER_ONLY:
             why = (
@@ -107,7 +107,7 @@ def select(rows: Sequence[dict[str, Any]], max_accuracy_drop: float = 0.01, pref
         elif prefer == "size":
             why = (
                 f"about the same size as {chosen['name']} ({row['size_bytes']:,} vs {chosen['size_bytes']:,} bytes)"
-                f" but slower: p50 {row['latency_p50_ms']:.3f} ms vs {chosen['latency_p50_ms']:.3f} ms"
+                f" but slower: p50 {row['latency_p50_ms']:.4g} ms vs {chosen['latency_p50_ms']:.4g} ms"
             )
         else:
             why = f"tie with {chosen['name']}, which wins on the secondary criterion"
