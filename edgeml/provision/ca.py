@@ -24,7 +24,10 @@ from edgeml.provision.secrets import write_public, write_secret
 
 CA_DAYS = 3650
 LEAF_DAYS = 825
-CRL_DAYS = 30
+# The CRL is a local file read by our own broker (no distribution point, nothing to replay), and an
+# expired CRL makes Mosquitto refuse EVERY client certificate: it lives as long as the CA. It is
+# rewritten whenever a device is provisioned or revoked.
+CRL_DAYS = CA_DAYS
 
 
 def _now() -> dt.datetime:
