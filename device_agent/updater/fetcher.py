@@ -79,11 +79,21 @@ class MqttFetcher(FetcherInterface):
     def _metadata(self, filename: str) -> Iterator[bytes]:
         if "/" in filename or filename.startswith("."):
             raise MalformedError(f"unexpected metadata name {filename!r}")
-        cap = self._max_length or self.config.root_max_bytes
+        # python-tuf passes the length signed in snapshot/timestamp when there is one: never more
+        # than this device's own cap for the role (a stolen online key must not lift the caps)
+        cap = min(self._max_length or self.config.root_max_bytes, self._role_cap(filename))
         payload = self.reader.get(self.topics.repo_metadata(filename), cap)
         if payload is None:
             raise DownloadHTTPError(f"{filename} is not retained on the broker", 404)
         yield payload
+
+    def _role_cap(self, filename: str) -> int:
+        role = filename[: -len(".json")].split(".")[-1]
+        return {
+            "root": self.config.root_max_bytes,
+            "timestamp": self.config.timestamp_max_bytes,
+            "snapshot": self.config.snapshot_max_bytes,
+        }.get(role, self.config.targets_max_bytes)
 
     # targets ----------------------------------------------------------------------------------
     def _target(self, path: str) -> Iterator[bytes]:

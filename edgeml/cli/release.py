@@ -287,6 +287,40 @@ def releases_show(ctx: Context, name: str, version: str, as_json: bool) -> None:
         click.echo(f"  lineage {', '.join(flat)}")
 
 
+@releases_group.command("rm")
+@click.argument("name")
+@click.argument("version")
+@click.option("--passphrase", "ask", is_flag=True, help=PASSPHRASE_HELP)
+@click.option("--no-push", is_flag=True, help="Only sign locally; do not push to the broker.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+@pass_ctx
+def releases_rm(ctx: Context, name: str, version: str, ask: bool, no_push: bool, yes: bool, as_json: bool) -> None:
+    """Take NAME VERSION out of the signed targets: devices can no longer fetch it (a device running
+    it keeps running it). Keeps the targets metadata every device downloads small. Needs the
+    targets key. The version number stays used: the next publish must be greater."""
+    from device_agent.protocol.versions import version_key
+    from edgeml.errors import ReleaseError
+    from edgeml.release.publish import push_repo
+    from edgeml.release.repo import Repository
+
+    repo = Repository(ctx.settings, passphrase=_passphrase(ask))
+    rels = [r for r in repo.releases(name) if version_key(r["version"]) == version_key(version)]
+    if not rels:
+        known = ", ".join(r["version"] for r in repo.releases(name)) or "none"
+        raise ReleaseError(f"no release {name} {version}", hint=f"published versions of {name}: {known}")
+    if not yes and not as_json:
+        click.confirm(f"remove {rels[0]['target_path']} from the signed targets?", abort=True, err=True)
+    status = repo.remove_target(rels[0]["target_path"])
+    out: dict[str, Any] = {"removed": rels[0]["target_path"], "status": status}
+    if not no_push:
+        out["push"] = push_repo(ctx.settings, repo)
+    if as_json:
+        echo_json(out)
+        return
+    click.echo(f"removed {out['removed']}; targets v{status['targets']['version']}")
+
+
 # repo ------------------------------------------------------------------------------------------
 @click.group("repo")
 def repo_group() -> None:

@@ -5,7 +5,9 @@ Metadata goes to ``repo/metadata/<file>``; each target to a chunk index at
 :mod:`device_agent.updater.chunks`). A record of what each broker already holds
 (``repository/.pushed/<broker+fleet>.json``) keeps a publish from re-sending old chunks;
 ``everything=True`` re-sends all; so does a push that finds the broker no longer holds the
-timestamp it last pushed (the broker lost its retained store).
+timestamp it last pushed (the broker lost its retained store). What this workstation pushed and
+the repository no longer needs (old snapshot/targets versions, chunks of removed releases) is
+deleted from the broker after the new state is in.
 """
 
 from __future__ import annotations
@@ -84,12 +86,15 @@ def push(
             record, stale = {}, True
     todo = []
     skipped = 0
+    planned: set[str] = set()
     for topic, payload in planned_messages(repo, topics, chunk_bytes):
+        planned.add(topic)
         digest = hashlib.sha256(payload).hexdigest()
         if record.get(topic) == digest:
             skipped += 1
             continue
         todo.append((topic, payload, digest))
+    prune = _prunable(repo, topics, record, planned)
     summary = {
         "broker": str(url),
         "topic_root": topics.repo,
@@ -97,8 +102,9 @@ def push(
         "bytes": sum(len(p) for _, p, _ in todo),
         "skipped": skipped,
         "resent_all": stale,
+        "pruned": len(prune),
     }
-    if dry_run or not todo:
+    if dry_run or not (todo or prune):
         return summary
     client = _connect(url, timeout)
     try:
@@ -114,11 +120,32 @@ def push(
             record[topic] = digest
             if progress is not None:
                 progress(i, total)
+        for topic in prune:  # an empty retained message deletes it (only after the new set is in)
+            info = client.publish(topic, b"", qos=1, retain=True)
+            info.wait_for_publish(timeout)
+            if info.is_published():
+                record.pop(topic, None)
     finally:
         _atomic_write(record_file, json.dumps(record, indent=0, sort_keys=True).encode())
         client.disconnect()
         client.loop_stop()
     return summary
+
+
+def _prunable(repo: Repository, topics: Topics, record: dict[str, str], planned: set[str]) -> list[str]:
+    """Topics this workstation pushed earlier that the repository no longer needs on the broker:
+    chunks and indexes of removed releases, and snapshot/targets metadata older than the previous
+    version (the previous one stays for devices in the middle of a refresh). Root versions stay."""
+    keep: set[str] = set()
+    for role in ("snapshot", "targets"):
+        version = repo.open(role).signed.version
+        keep.add(topics.repo_metadata(f"{version - 1}.{role}.json"))
+    out = []
+    for topic in record:
+        if topic in planned or topic in keep or topic.endswith(".root.json"):
+            continue
+        out.append(topic)
+    return sorted(out)
 
 
 def _retained(url: BrokerURL, topics: Topics, topic: str, timeout: float) -> Optional[bytes]:

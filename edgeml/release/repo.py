@@ -46,6 +46,7 @@ DEFAULT_EXPIRY = {
     "snapshot": timedelta(days=30),
     "timestamp": timedelta(days=1),
 }
+TARGETS_WARN_BYTES = 2_000_000
 _SIGNED = {Root.type: Root, Targets.type: Targets, Snapshot.type: Snapshot, Timestamp.type: Timestamp}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -274,8 +275,18 @@ class Repository(TufRepository):
         return out
 
     def newest_version(self, name: str) -> Optional[str]:
-        rels = self.releases(name)
-        return rels[-1]["version"] if rels else None
+        """The newest version of ``name`` ever published here (removed releases count: a version
+        number is never reused)."""
+        versions = [r["version"] for r in self.releases(name)] + self.removed().get(name, [])
+        return max(versions, key=version_key) if versions else None
+
+    def removed(self) -> dict[str, list[str]]:
+        """Versions taken out with :meth:`remove_target`, per model name."""
+        path = self.dir / "removed.json"
+        if not path.is_file():
+            return {}
+        value = json.loads(path.read_text())
+        return value if isinstance(value, dict) else {}
 
     def target_file(self, target_path: str) -> Path:
         return self.targets_dir / target_path
@@ -301,6 +312,12 @@ class Repository(TufRepository):
             "timestamp": "edgeml repo refresh (the fleet controller does it while it runs)",
         }
         out = []
+        size = self.path_of(Targets.type).stat().st_size
+        if size > TARGETS_WARN_BYTES:
+            out.append(
+                f"targets metadata is {size / 1e6:.1f} MB (devices refuse more than 5 MiB by default): "
+                "remove old releases with `edgeml releases rm NAME VERSION`"
+            )
         for role in (Root.type, Targets.type, Snapshot.type):
             left = self.open(role).signed.expires - self.now()
             if left < min(self.expiry[role] / 10, timedelta(days=30)):
@@ -338,6 +355,25 @@ class Repository(TufRepository):
             self.do_snapshot()
             self.do_timestamp()
         return info
+
+    def remove_target(self, target_path: str) -> dict[str, Any]:
+        """Take a release out of the signed targets (devices can no longer fetch it; a device that
+        runs it keeps running it). Keeps targets metadata small. Raises ReleaseError."""
+        self.require()
+        with self.locked():
+            if target_path not in self.targets().targets:
+                raise ReleaseError(f"{target_path} is not published", hint="see `edgeml releases ls`")
+            with self.edit_targets() as targets:
+                del targets.targets[target_path]
+            parts = target_path.split("/")
+            if len(parts) == 4:
+                removed = self.removed()
+                removed.setdefault(parts[1], []).append(parts[2])
+                _atomic_write(self.dir / "removed.json", json.dumps(removed, indent=1, sort_keys=True).encode())
+            self.do_snapshot()
+            self.do_timestamp()
+            self.target_file(target_path).unlink(missing_ok=True)
+        return self.status()
 
     def refresh_timestamp(self, snapshot_margin: Optional[timedelta] = None) -> dict[str, Any]:
         """Re-sign timestamp (new version and expiry). Re-signs snapshot too when it expires

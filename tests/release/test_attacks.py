@@ -236,3 +236,13 @@ def test_every_refusal_is_a_data_error_with_a_hint() -> None:
         UntrustedMetadataError,
     ):
         assert issubclass(cls, DataError)
+
+
+def test_device_caps_hold_even_when_signed_lengths_are_larger(env: Env, device: Device) -> None:
+    # snapshot signs the targets metadata length; a device still refuses more than its own cap
+    env.publish("2.0.0", seed=1)
+    before = tree_snapshot(device.meta)
+    with pytest.raises(OversizeError, match="limit"):
+        attempt(env, device, targets_max_bytes=1000)
+    assert tree_snapshot(device.meta)["targets.json"] == before["targets.json"]
+    assert not device.slot.exists()

@@ -333,3 +333,55 @@ def test_offline_root_keys_are_needed_to_rotate(tmp_path: Path, capsys: pytest.C
     code, out, err = edgeml(capsys, home, url, "keys", "rotate", "targets", "--no-push", "--json")
     assert code == 0, err
     assert json.loads(out)["root_version"] == 2
+
+
+def test_releases_rm_and_broker_pruning(
+    broker: MosquittoBroker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from device_agent.protocol.topics import Topics
+    from device_agent.updater.chunks import split
+    from tests.release.helpers import Raw
+
+    home = tmp_path / "home"
+    assert edgeml(capsys, home, broker.url, "keys", "init")[0] == 0
+    models = {v: make_variant(tmp_path / f"v{v}", size=70_000, seed=int(v)) for v in ("1", "2", "3")}
+    for v, model in models.items():
+        assert edgeml(capsys, home, broker.url, "publish", str(model), "--version", v)[0] == 0
+    raw = Raw(broker.host, broker.port)
+    topics = Topics()
+    try:
+        # targets v4 and v3 stay on the broker, v2 (and v1) are gone; every root version stays
+        assert raw.get(topics.repo_metadata("4.targets.json"), 1) is not None
+        assert raw.get(topics.repo_metadata("3.targets.json"), 1) is not None
+        assert raw.get(topics.repo_metadata("2.targets.json"), 0.3) is None
+        assert raw.get(topics.repo_metadata("2.snapshot.json"), 0.3) is None
+        assert raw.get(topics.repo_metadata("1.root.json"), 1) is not None
+
+        code, out, err = edgeml(capsys, home, broker.url, "releases", "rm", "tiny", "1", "--json")
+        assert code == 0, err
+        assert json.loads(out)["push"]["pruned"] >= 3  # 2 chunks + index of release 1, old metadata
+        index, _ = split(models["1"].read_bytes())
+        assert raw.get(topics.repo_chunk(index.chunks[0].digest), 0.3) is None
+        assert raw.get(topics.repo_target_index("models/tiny/1/tiny-fp32.tflite"), 0.3) is None
+    finally:
+        raw.close()
+    code, out, _ = edgeml(capsys, home, broker.url, "releases", "ls", "--json")
+    assert [r["version"] for r in json.loads(out)["releases"]] == ["2", "3"]
+    meta = tmp_path / "dev"
+    meta.mkdir()
+    (meta / "root.json").write_bytes((home / "repository" / "metadata" / "root.json").read_bytes())
+    code, _, err = fetch(
+        capsys, "tiny", "1", "--broker", broker.url, "--metadata-dir", str(meta), "--out", str(tmp_path)
+    )
+    assert code == 2 and "no signed release tiny 1 (signed versions: 2, 3)" in err
+    code, _, err = fetch(
+        capsys, "tiny", "2", "--broker", broker.url, "--metadata-dir", str(meta), "--out", str(tmp_path / "m2")
+    )
+    assert code == 0, err
+    assert (tmp_path / "m2").read_bytes() == models["2"].read_bytes()
+    code, _, err = edgeml(capsys, home, broker.url, "publish", str(models["1"]), "--version", "1", "--no-push")
+    assert code == 2 and "not newer than the published 3" in err
+    code, _, _ = edgeml(capsys, home, broker.url, "releases", "rm", "tiny", "3", "--yes", "--no-push")
+    assert code == 0
+    code, _, err = edgeml(capsys, home, broker.url, "publish", str(models["1"]), "--version", "3", "--no-push")
+    assert code == 2 and "not newer than the published 3" in err, "a removed version number is not reused"
