@@ -85,6 +85,9 @@ def provision_cmd(
         echo_json(result.as_dict())
         return
     click.echo(f"provisioned {result.device_id} ({result.auth}) -> {result.broker}")
+    if broker_url is None and url.split("://", 1)[1].startswith(("127.", "localhost", "[::1]")):
+        click.secho("  warning: the device will look for the broker on itself (loopback); "
+                    "pass --broker-url mqtts://BROKER-HOST:PORT", fg="yellow", err=True)
     if result.cert_fingerprint:
         click.echo(f"  certificate sha256 {result.cert_fingerprint}")
     click.echo(f"  files   {result.folder}/ ({', '.join(result.files)})")
