@@ -30,6 +30,7 @@ def device_group() -> None:
     Typical flow:
       edgeml broker config --out /etc/mosquitto/edgeml     # once: CA, broker files, service accounts
       edgeml device provision dev-001 --group canary --out bundles/ --broker-url mqtts://broker.lan:8884
+      sudo systemctl reload mosquitto                      # the broker learns dev-001's access rules
       scp bundles/dev-001.tar.gz* pi@dev-001: ; ssh pi@dev-001 'tar xzf dev-001.tar.gz && sudo sh dev-001/install.sh'
       edgeml device revoke dev-001 && sudo systemctl reload mosquitto
     """
