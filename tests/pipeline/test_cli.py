@@ -89,3 +89,20 @@ def test_help_explains_the_commands() -> None:
     for option in ("--max-accuracy-drop", "--prefer", "--int8-io", "--json"):
         assert option in convert_help
     assert "never TensorFlow" in convert_help
+
+
+@pytest.mark.slow
+def test_train_and_convert_print_readable_tables(tmp_path: Path) -> None:
+    m, c = tmp_path / "wine", tmp_path / "wine-c"
+    proc = run("train", "--dataset", "wine", "--recipe", "logistic", "--out", str(m))
+    assert proc.returncode == 0, proc.stderr
+    assert "trained logistic on wine" in proc.stdout and "grid search best" in proc.stdout
+    proc = run("convert", str(m), "--out", str(c), "--latency-runs", "20")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[1].split()[:3] == ["variant", "size", "accuracy"]
+    assert any(line.startswith("* onnx-fp32") for line in lines)
+    assert "selected: onnx-fp32" in proc.stdout and "skipped onnx-int8-qdq" in proc.stdout
+    assert "[1/" in proc.stderr  # progress, one line per step when not on a terminal
+    assert "I0000" not in proc.stderr and "Traceback" not in proc.stderr
+    assert (c / "report.md").is_file() and (c / "report.html").is_file()

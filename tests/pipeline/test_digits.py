@@ -159,3 +159,31 @@ def test_int8_io_variant_on_request(digits_model_dir: Path, tmp_path: Path) -> N
         interp.invoke()
         y = (interp.get_tensor(out["index"]).astype(np.float32) - spec_out.zero_point) * spec_out.scale
         assert np.max(np.abs(y[0] - np.asarray(g.output))) <= m.golden_atol
+
+
+def test_a_variant_that_cannot_be_built_is_skipped_with_its_reason(
+    digits_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edgeml.errors import ConversionError
+    from edgeml.pipeline import tflite
+
+    real = tflite.convert
+
+    def failing(saved: Path, quantization: str, *args: Any, **kwargs: Any) -> bytes:
+        if quantization == "fp16":
+            raise ConversionError("TFLite fp16 conversion failed: no kernel for op FOO")
+        return real(saved, quantization, *args, **kwargs)
+
+    monkeypatch.setattr(tflite, "convert", failing)
+    report = convert(digits_model_dir, tmp_path / "c", latency_runs=5)
+    assert "tflite-fp16" not in {v["name"] for v in report["variants"]}
+    assert report["skipped"] == [
+        {
+            "name": "tflite-fp16",
+            "format": "tflite",
+            "quantization": "fp16",
+            "reason": "TFLite fp16 conversion failed: no kernel for op FOO",
+        }
+    ]
+    assert not (tmp_path / "c" / "variants" / "tflite-fp16.tflite").exists()
+    assert "skipped tflite-fp16" in render_variant_table(report)
