@@ -1,6 +1,6 @@
 """The device agent: config, the update state machine, slots, probation, telemetry, the Agent.
 
-    from device_agent.agent import Agent, AgentConfig
+from device_agent.agent import Agent, AgentConfig
 """
 
 from device_agent.agent.config import AgentConfig, load_config

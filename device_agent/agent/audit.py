@@ -20,7 +20,8 @@ MAX_BUFFER = 20000
 class AuditLog:
     """``record()`` on the hot path, ``flush()`` from a background thread."""
 
-    def __init__(self, path: Path, max_bytes: int, backups: int) -> None:
+    def __init__(self, path: Path, max_bytes: int, backups: int, prefix: str = "") -> None:
+        self.prefix = prefix  # request ids are "<prefix>-<n>"
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.max_bytes = max_bytes
@@ -30,20 +31,13 @@ class AuditLog:
         self._lock = threading.Lock()
 
     def record(
-        self,
-        request_id: str,
-        version: str,
-        x: np.ndarray,
-        classes: Optional[np.ndarray],
-        confidence: Optional[np.ndarray],
-        latency_ms: float,
-        names: list[str],
+        self, n: int, version: str, x: np.ndarray, outputs: Optional[np.ndarray], latency_ms: float, names: list[str]
     ) -> None:
-        """Buffer one prediction (``classes`` are indices into ``names``). Never raises."""
+        """Buffer one prediction (request number ``n``; a classifier's ``outputs`` or None). Never raises."""
         if len(self._buf) >= MAX_BUFFER:
             self.dropped += 1
             return
-        self._buf.append((time.time(), request_id, version, x, classes, confidence, latency_ms, names))
+        self._buf.append((time.time(), n, version, x, outputs, latency_ms, names))
 
     def flush(self) -> int:
         """Write buffered records; rotate when the file exceeds ``max_bytes``. Returns lines written."""
@@ -52,23 +46,22 @@ class AuditLog:
             if not buf:
                 return 0
             lines = []
-            for ts, rid, version, x, classes, conf, ms, names in buf:
-                labels = (
-                    [names[i] if i < len(names) else str(i) for i in classes.tolist()] if classes is not None else None
-                )
+            esc: dict[str, str] = {}
+            for ts, n, version, x, outputs, ms, names in buf:
+                v = esc.get(version)
+                if v is None:
+                    v = esc[version] = json.dumps(version)
+                labels = conf = "null"
+                if outputs is not None and outputs.ndim >= 2:
+                    flat = outputs.reshape(outputs.shape[0], -1)
+                    classes = flat.argmax(axis=1)
+                    confs = flat[np.arange(flat.shape[0]), classes].tolist()
+                    labels = json.dumps([names[i] if i < len(names) else str(i) for i in classes.tolist()])
+                    conf = "[" + ",".join(f"{c:.6g}" for c in confs) + "]"
+                digest = hashlib.sha256(np.ascontiguousarray(x).data).hexdigest()[:32]
                 lines.append(
-                    json.dumps(
-                        {
-                            "ts": round(ts, 6),
-                            "request_id": rid,
-                            "version": version,
-                            "input_sha256": hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()[:32],
-                            "prediction": labels,
-                            "confidence": [round(float(c), 6) for c in conf] if conf is not None else None,
-                            "latency_ms": round(ms, 4),
-                        },
-                        separators=(",", ":"),
-                    )
+                    f'{{"ts":{ts:.6f},"request_id":"{self.prefix}-{n}","version":{v},"input_sha256":"{digest}",'
+                    f'"prediction":{labels},"confidence":{conf},"latency_ms":{ms:.4f}}}'
                 )
             data = ("\n".join(lines) + "\n").encode()
             try:

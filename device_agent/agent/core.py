@@ -47,6 +47,15 @@ log = logging.getLogger("edgeml.agent")
 # SIGKILL the agent there. Serving continues while paused.
 PAUSE_ENV = "EDGEML_AGENT_PAUSE_IN"
 
+_F32 = np.dtype(np.float32)
+_add = np.add.reduce
+
+
+def _finite(a: np.ndarray) -> bool:
+    """All values finite? One reduction in the common case; exact check only if the sum is not."""
+    s = float(_add(a, axis=None))
+    return s - s == 0.0 or bool(np.isfinite(a).all())
+
 
 class NotReady(AgentError):
     """No verified model is active yet."""
@@ -57,37 +66,63 @@ class PredictError(AgentError):
 
 
 class Prediction:
-    """One predict call's answer. ``outputs`` is the model's (n, ...) output; ``labels`` and
-    ``confidence`` are per sample for classifiers; ``single`` says the input was one sample."""
+    """One predict call's answer. ``outputs`` is the model's (n, ...) output; ``classes``,
+    ``labels`` and ``confidence`` (per sample, classifiers only) are computed on first access;
+    ``single`` says the input was one sample."""
 
-    __slots__ = ("outputs", "classes", "confidence", "version", "latency_ms", "request_id", "single", "_names")
+    __slots__ = ("outputs", "version", "latency_ms", "single", "_names", "_classify", "_n", "_boot", "_cache")
 
     def __init__(
         self,
         outputs: np.ndarray,
-        classes: Optional[np.ndarray],
-        confidence: Optional[np.ndarray],
         version: str,
         latency_ms: float,
-        request_id: str,
         single: bool,
         names: list[str],
+        classify: bool,
+        n: int,
+        boot: str,
     ) -> None:
         self.outputs = outputs
-        self.classes = classes
-        self.confidence = confidence
         self.version = version
         self.latency_ms = latency_ms
-        self.request_id = request_id
         self.single = single
         self._names = names
+        self._classify = classify and outputs.ndim >= 2
+        self._n = n
+        self._boot = boot
+        self._cache: Optional[tuple[np.ndarray, np.ndarray]] = None
+
+    @property
+    def request_id(self) -> str:
+        return f"{self._boot}-{self._n}"
+
+    def _classes_conf(self) -> Optional[tuple[np.ndarray, np.ndarray]]:
+        if not self._classify:
+            return None
+        if self._cache is None:
+            flat = self.outputs.reshape(self.outputs.shape[0], -1)
+            classes = flat.argmax(axis=1)
+            self._cache = (classes, flat[np.arange(flat.shape[0]), classes])
+        return self._cache
+
+    @property
+    def classes(self) -> Optional[np.ndarray]:
+        cc = self._classes_conf()
+        return cc[0] if cc is not None else None
+
+    @property
+    def confidence(self) -> Optional[np.ndarray]:
+        cc = self._classes_conf()
+        return cc[1] if cc is not None else None
 
     @property
     def labels(self) -> list[str]:
-        if self.classes is None:
+        classes = self.classes
+        if classes is None:
             return []
         names = self._names
-        return [names[i] if i < len(names) else str(i) for i in self.classes.tolist()]
+        return [names[i] if i < len(names) else str(i) for i in classes.tolist()]
 
     @property
     def label(self) -> Optional[str]:
@@ -100,16 +135,17 @@ class Prediction:
             "latency_ms": round(self.latency_ms, 4),
             "request_id": self.request_id,
         }
+        conf = self.confidence
         if self.single:
             out["output"] = self.outputs[0].tolist()
-            if self.classes is not None and self.confidence is not None:
+            if conf is not None:
                 out["label"] = self.label
-                out["confidence"] = float(self.confidence[0])
+                out["confidence"] = float(conf[0])
         else:
             out["outputs"] = self.outputs.tolist()
-            if self.classes is not None and self.confidence is not None:
+            if conf is not None:
                 out["labels"] = self.labels
-                out["confidence"] = self.confidence.tolist()
+                out["confidence"] = conf.tolist()
         return out
 
 
@@ -136,9 +172,11 @@ class Agent:
         self.slots = SlotStore(config.slots_dir)
         self.spool = Spool(config.spool_dir, config.spool_max_windows)
         self.window = WindowAccumulator(sample_max=config.telemetry_sample_max)
+        self.started_at = time.time()
+        self._boot = f"{int(self.started_at) & 0xFFFFFF:06x}"
         self.audit: Optional[AuditLog] = None
         if config.audit_log:
-            self.audit = AuditLog(config.audit_path, config.audit_max_bytes, config.audit_backups)
+            self.audit = AuditLog(config.audit_path, config.audit_max_bytes, config.audit_backups, self._boot)
         self.active: Optional[LoadedModel] = None
         self.fallback: Optional[LoadedModel] = None  # the previous model, kept loaded during probation
         self.shadow: Optional[Shadow] = None
@@ -147,10 +185,8 @@ class Agent:
         self.record = sm.UpdateRecord()
         self.last_error: Optional[str] = None
         self.lifetime = TelemetrySummary()
-        self.started_at = time.time()
         self.first_prediction_at: Optional[float] = None
         self._ids = itertools.count(1)
-        self._boot = f"{int(self.started_at) & 0xFFFFFF:06x}"
         self._stop = threading.Event()
         self._kick = threading.Event()
         self._state_lock = threading.RLock()
@@ -287,8 +323,12 @@ class Agent:
                 continue
             if slot != p["active"]:
                 self.slots.drop_active(slot)
-                self.emit("fallback", reason=f"active slot {p['active']} unusable; serving {slot}",
-                          model=model.name, version=model.version)
+                self.emit(
+                    "fallback",
+                    reason=f"active slot {p['active']} unusable; serving {slot}",
+                    model=model.name,
+                    version=model.version,
+                )
             self.set_active(model)
             break
         if self.active is None and self.cfg.bootstrap_model is not None:
@@ -326,7 +366,15 @@ class Agent:
         model = self.active
         if model is None:
             raise NotReady("no verified model is active yet", hint="wait for an update or provision a bootstrap model")
-        x = inputs if isinstance(inputs, np.ndarray) else np.asarray(inputs, dtype=np.float64)
+        x = inputs if type(inputs) is np.ndarray else np.asarray(inputs, dtype=np.float64)
+        # fast path: a float32 batch already shaped like the model input, all finite
+        if (
+            x.dtype == _F32
+            and x.shape[1:] == model.sample_shape
+            and 0 < x.shape[0] <= self.cfg.max_batch
+            and _finite(x)
+        ):
+            return self._run(model, x, False)
         try:
             batch, single = check_batch(x, model.spec, self.cfg.max_batch)
         except InputError:
@@ -340,7 +388,7 @@ class Agent:
         nonfinite = False
         try:
             y = model.runtime.run(batch)
-            if not np.isfinite(y).all():
+            if not _finite(y):
                 nonfinite = True
                 error = "the model produced NaN or infinite outputs"
         except Exception as exc:  # noqa: BLE001 - any runtime failure is counted, never crashes the agent
@@ -358,25 +406,19 @@ class Agent:
                 return self._run(fb, batch, single)
             raise PredictError(f"{model.name} {model.version}: {error}", hint="the agent keeps serving; see events")
         assert y is not None
-        rid = f"{self._boot}-{next(self._ids)}"
-        if model.classify and y.ndim >= 2:
-            flat = y.reshape(y.shape[0], -1)
-            classes = flat.argmax(axis=1)
-            conf = flat.max(axis=1)
-            self.window.record(batch, classes, conf, ms)
-        else:
-            classes = conf = None
-            self.window.record(batch, np.zeros(0, dtype=np.int64), np.zeros(0), ms)
+        n = next(self._ids)
+        classify = model.classify
+        self.window.record(batch, y if classify else None, ms)
         shadow = self.shadow
         if shadow is not None and random.random() < shadow.fraction:
-            self._run_shadow(shadow, batch, classes)
+            self._run_shadow(shadow, batch, y if classify else None)
         if self.audit is not None:
-            self.audit.record(rid, model.version, batch, classes, conf, ms, model.labels)
+            self.audit.record(n, model.version, batch, y if classify else None, ms, model.labels)
         if self.first_prediction_at is None:
             self.first_prediction_at = time.time()
-        return Prediction(y, classes, conf, model.version, ms, rid, single, model.labels)
+        return Prediction(y, model.version, ms, single, model.labels, classify, n, self._boot)
 
-    def _run_shadow(self, shadow: Shadow, batch: np.ndarray, classes: Optional[np.ndarray]) -> None:
+    def _run_shadow(self, shadow: Shadow, batch: np.ndarray, active_y: Optional[np.ndarray]) -> None:
         t0 = time.perf_counter()
         try:
             y = shadow.model.runtime.run(batch)
@@ -384,8 +426,9 @@ class Agent:
             return
         ms = (time.perf_counter() - t0) * 1000.0
         agree = 0
-        if classes is not None and y.ndim >= 2:
-            agree = int((y.reshape(y.shape[0], -1).argmax(axis=1) == classes).sum())
+        if active_y is not None and y.ndim >= 2 and active_y.ndim >= 2:
+            n = y.shape[0]
+            agree = int((y.reshape(n, -1).argmax(axis=1) == active_y.reshape(n, -1).argmax(axis=1)).sum())
         self.window.record_shadow(shadow.model.version, agree, batch.shape[0], ms)
 
     # ================================================================ probation
@@ -482,9 +525,14 @@ class Agent:
 
     # ================================================================ transport
     def _start_transport(self) -> None:
-        will = ReportedState(device_id=self.cfg.device_id, online=False, update_state=self.record.state,
-                             model=self.active.name if self.active else None,
-                             version=self.active.version if self.active else None, group=self.cfg.group)
+        will = ReportedState(
+            device_id=self.cfg.device_id,
+            online=False,
+            update_state=self.record.state,
+            model=self.active.name if self.active else None,
+            version=self.active.version if self.active else None,
+            group=self.cfg.group,
+        )
         t = MqttTransport(
             self.cfg.broker_url,
             client_id=f"edgeml-agent-{self.cfg.fleet}-{self.cfg.device_id}",

@@ -44,9 +44,9 @@ class LoadedModel:
     def spec(self) -> TensorSpec:
         return self.manifest.inputs[0]
 
-    @property
-    def classify(self) -> bool:
-        return self.manifest.task == "classification"
+    def __post_init__(self) -> None:
+        self.classify = self.manifest.task == "classification"
+        self.sample_shape: tuple[int, ...] = tuple(max(d, 1) for d in self.manifest.inputs[0].sample_shape)
 
     def close(self) -> None:
         self.runtime.close()

@@ -28,6 +28,7 @@ from device_agent.protocol.sketch import CONFIDENCE_EDGES, LATENCY_BOUNDS_MS, Hi
 
 _LAT_BOUNDS = np.asarray(LATENCY_BOUNDS_MS)
 _CONF_EDGES = np.asarray(CONFIDENCE_EDGES)
+FOLD = 256  # classifier outputs counted per vectorised fold
 
 
 def feature_matrix(x: np.ndarray, reference: ReferenceProfile) -> Optional[np.ndarray]:
@@ -96,8 +97,9 @@ class WindowAccumulator:
         self.rejected = 0
         self.nonfinite = 0
         self._latency: list[float] = []
-        self._classes: list[np.ndarray] = []
-        self._confidence: list[np.ndarray] = []
+        self._outputs: list[np.ndarray] = []  # classifier outputs not yet folded into the counts
+        self._class_counts: dict[int, int] = {}
+        self._conf_counts = np.zeros(len(CONFIDENCE_EDGES) + 1, dtype=np.int64)
         self._inputs: list[np.ndarray] = []
         self._rows = 0
         self._labels: list[str] = []
@@ -105,16 +107,37 @@ class WindowAccumulator:
         self._shadow_latency: list[float] = []
 
     # ------------------------------------------------------------------ hot path
-    def record(self, x: np.ndarray, classes: np.ndarray, confidence: np.ndarray, latency_ms: float) -> None:
-        """One successful predict call on a batch."""
+    def record(self, x: np.ndarray, outputs: Optional[np.ndarray], latency_ms: float) -> None:
+        """One successful predict call on a batch; ``outputs`` are a classifier's (else None).
+        Classes and confidences are counted in vectorised folds of FOLD calls."""
         with self.lock:
             self.requests += 1
             self._latency.append(latency_ms)
-            self._classes.append(classes)
-            self._confidence.append(confidence)
+            if outputs is not None:
+                self._outputs.append(outputs)
+                if len(self._outputs) >= FOLD:
+                    self._fold()
             if self._rows < self.sample_max and self._edges:
                 self._inputs.append(x)
                 self._rows += x.shape[0]
+
+    def _fold(self) -> None:
+        """Count the pending outputs' classes (argmax) and confidences (max). Holds the lock."""
+        outs, self._outputs = self._outputs, []
+        if not outs:
+            return
+        try:
+            flat = np.concatenate([o.reshape(o.shape[0], -1) for o in outs])
+        except ValueError:
+            return
+        classes = flat.argmax(axis=1)
+        conf = flat[np.arange(flat.shape[0]), classes]
+        for i, c in enumerate(np.bincount(classes).tolist()):
+            if c:
+                self._class_counts[i] = self._class_counts.get(i, 0) + c
+        self._conf_counts += np.bincount(
+            np.searchsorted(_CONF_EDGES, conf, side="left"), minlength=len(_CONF_EDGES) + 1
+        )
 
     def record_error(self, latency_ms: float, nonfinite: bool = False) -> None:
         """A predict call that failed in the runtime or produced NaN/inf outputs."""
@@ -143,7 +166,8 @@ class WindowAccumulator:
     def close(self, labels: list[str], now: Optional[float] = None) -> tuple[float, float, TelemetrySummary]:
         """End the window: ``(start, end, summary)``. ``labels`` name class indices."""
         with self.lock:
-            start, latency, classes, conf = self.start, self._latency, self._classes, self._confidence
+            self._fold()
+            start, latency, class_idx, conf_counts = self.start, self._latency, self._class_counts, self._conf_counts
             inputs, edges, shadow, shadow_lat = self._inputs, self._edges, self.shadow, self._shadow_latency
             requests, errors, rejected, nonfinite = self.requests, self.errors, self.rejected, self.nonfinite
             self._reset()
@@ -153,14 +177,10 @@ class WindowAccumulator:
             arr = np.asarray(latency, dtype=np.float64)
             lat = LatencyHistogram(bin_counts(arr, _LAT_BOUNDS), float(arr.sum()))
         class_counts: dict[str, int] = {}
-        confidence = Histogram.zero(CONFIDENCE_EDGES)
-        if classes:
-            idx = np.concatenate(classes)
-            for i, c in enumerate(np.bincount(idx)):
-                if c:
-                    key = labels[i] if i < len(labels) else str(i)
-                    class_counts[key] = int(c)
-            confidence = Histogram(list(CONFIDENCE_EDGES), bin_counts(np.concatenate(conf), _CONF_EDGES))
+        for i, c in sorted(class_idx.items()):
+            key = labels[i] if i < len(labels) else str(i)
+            class_counts[key] = class_counts.get(key, 0) + int(c)
+        confidence = Histogram(list(CONFIDENCE_EDGES), [int(c) for c in conf_counts.tolist()])
         features = [Histogram.zero(e.tolist()) for e in edges]
         if inputs and edges:
             try:
@@ -215,9 +235,7 @@ class Spool:
             meta = read_json(self.root / "meta.json") or {}
         except (OSError, ValueError):
             meta = {}
-        self._pending: deque[int] = deque(
-            sorted(int(p.stem) for p in self.root.glob("*.json") if p.stem.isdigit())
-        )
+        self._pending: deque[int] = deque(sorted(int(p.stem) for p in self.root.glob("*.json") if p.stem.isdigit()))
         last = self._pending[-1] + 1 if self._pending else 0
         self._next = max(int(meta.get("next_seq", 0)), last)
         self.dropped = int(meta.get("dropped", 0))

@@ -103,8 +103,12 @@ class UpdateDriver:
             return
         rec.attempts += 1
         a.persist()
-        a.emit("resume", reason=f"restarted in {rec.state} (attempt {rec.attempts}): {sm.RESUME[rec.state]}",
-               model=rec.target.name if rec.target else None, version=rec.target.version if rec.target else None)
+        a.emit(
+            "resume",
+            reason=f"restarted in {rec.state} (attempt {rec.attempts}): {sm.RESUME[rec.state]}",
+            model=rec.target.name if rec.target else None,
+            version=rec.target.version if rec.target else None,
+        )
         active_is_candidate = a.active is not None and a.active.slot.slot == rec.candidate_slot
         if rec.attempts > self.cfg.max_update_attempts:
             why = f"loop guard: agent restarted {rec.attempts} times during {rec.state}"
@@ -234,8 +238,12 @@ class UpdateDriver:
         from device_agent.agent.core import Shadow
 
         a.shadow = Shadow(model, d.shadow_fraction)
-        a.emit("shadow_started", reason=f"{want} runs beside the active model on {d.shadow_fraction:.0%} of requests",
-               model=d.model, version=want)
+        a.emit(
+            "shadow_started",
+            reason=f"{want} runs beside the active model on {d.shadow_fraction:.0%} of requests",
+            model=d.model,
+            version=want,
+        )
 
     def consider(self) -> None:
         """In a resting state: start an update when the wanted model differs from the active one."""
@@ -384,8 +392,11 @@ class UpdateDriver:
             a.transition(sm.REJECTED, f"download rejected: {exc.message}")
             return None
         self._transport_failures = 0
-        a.transition(sm.DOWNLOADED, f"downloaded and verified by the updater ({target.length} bytes)",
-                     download_path=str(path or dest))
+        a.transition(
+            sm.DOWNLOADED,
+            f"downloaded and verified by the updater ({target.length} bytes)",
+            download_path=str(path or dest),
+        )
         return None
 
     def _progress(self, done: int, total: int) -> None:

@@ -48,7 +48,7 @@ def choose_backend(fmt: str, choice: str = "auto") -> str:
         if choice not in candidates:
             raise ConfigError(
                 f"runtime {choice!r} cannot run {fmt} models",
-                hint=f"use runtime = \"auto\" or one of {', '.join(candidates)}",
+                hint=f'use runtime = "auto" or one of {", ".join(candidates)}',
             )
         candidates = [choice]
     for name in candidates:

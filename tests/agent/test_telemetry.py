@@ -32,8 +32,8 @@ def test_vectorised_latency_bins_equal_the_protocol_histogram(values: list[float
 def test_window_summary_counts_classes_confidence_features_and_latency() -> None:
     acc = WindowAccumulator(ref(2))
     x = np.array([[0.1, 0.9], [0.6, 0.3], [0.5, 0.5]], dtype=np.float32)
-    acc.record(x, np.array([0, 1, 1]), np.array([0.95, 0.55, 0.35]), 1.5)
-    acc.record(x[:1], np.array([2]), np.array([0.8]), 3.0)
+    acc.record(x, outputs([0, 1, 1], [0.95, 0.55, 0.35]), 1.5)
+    acc.record(x[:1], outputs([2], [0.8]), 3.0)
     acc.record_error(20.0, nonfinite=True)
     acc.record_rejected()
     start, end, s = acc.close(["a", "b", "c"], now=start_plus(acc, 10))
@@ -46,15 +46,34 @@ def test_window_summary_counts_classes_confidence_features_and_latency() -> None
     assert s.features[0].counts == expected0.counts
     conf = Histogram.zero(s.confidence.edges)
     for c in (0.95, 0.55, 0.35, 0.8):
-        conf.add(c)
+        conf.add(float(np.float32(c)))  # the model's outputs are float32
     assert s.confidence.counts == conf.counts
     assert s.rss_bytes_max > 1_000_000 and end - start == 10
     # the next window starts empty, and two windows merge into the window of both
-    acc.record(x, np.array([0, 0, 0]), np.array([0.9, 0.9, 0.9]), 1.0)
+    acc.record(x, outputs([0, 0, 0], [0.9, 0.9, 0.9]), 1.0)
     _, _, s2 = acc.close(["a", "b", "c"])
     merged = s + s2
     assert merged.requests == 4 and merged.classes == {"a": 4, "b": 2, "c": 1} and merged.windows == 2
     assert TelemetrySummary.from_dict(merged.to_dict()).to_dict() == merged.to_dict()
+
+
+def outputs(classes: list[int], conf: list[float], k: int = 3) -> np.ndarray:
+    """Classifier outputs whose argmax is ``classes`` and max is ``conf``."""
+    y = np.full((len(classes), k), 0.01, dtype=np.float32)
+    y[np.arange(len(classes)), classes] = conf
+    return y
+
+
+def test_many_calls_fold_into_exact_counts() -> None:
+    acc = WindowAccumulator()
+    rng = np.random.default_rng(3)
+    want = {"a": 0, "b": 0, "c": 0}
+    for _ in range(1000):
+        c = int(rng.integers(0, 3))
+        want["abc"[c]] += 1
+        acc.record(np.zeros((1, 4), np.float32), outputs([c], [0.7]), 0.2)
+    _, _, s = acc.close(["a", "b", "c"])
+    assert s.classes == want and s.confidence.count == 1000 and s.requests == 1000
 
 
 def start_plus(acc: WindowAccumulator, seconds: float) -> float:
@@ -65,13 +84,13 @@ def test_drift_flag_follows_psi() -> None:
     acc = WindowAccumulator(ref(2))
     rng = np.random.default_rng(0)
     same = rng.uniform(0, 1, size=(400, 2)).astype(np.float32)
-    acc.record(same, np.zeros(400, dtype=np.int64), np.ones(400), 1.0)
+    acc.record(same, None, 1.0)
     _, _, s = acc.close([])
     psis, drift = drift_of(s, ref(2), 0.2)
     assert not drift and all(p is not None and p < 0.1 for p in psis)
     shifted = same.copy()
     shifted[:, 1] = 0.9  # feature 1 collapses into the last bin
-    acc.record(shifted, np.zeros(400, dtype=np.int64), np.ones(400), 1.0)
+    acc.record(shifted, None, 1.0)
     _, _, s = acc.close([])
     psis, drift = drift_of(s, ref(2), 0.2)
     assert drift and psis[1] > 0.2 > psis[0]

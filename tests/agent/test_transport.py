@@ -36,11 +36,12 @@ def test_reconnects_resubscribes_and_delivers_queued_qos1_after_a_restart(broker
     pub.start()
     try:
         assert sub.wait_connected(5) and pub.wait_connected(5)
-        assert wait_acked(pub.publish("t/in", b"one"), 5)
+        # retained, so that delivery does not race the subscriber's SUBSCRIBE after each connect
+        assert wait_acked(pub.publish("t/in", b"one", retain=True), 5)
         assert seen.wait(5)
         broker.stop()
         wait_until(lambda: not pub.connected.is_set(), what="disconnect seen")
-        info = pub.publish("t/in", b"two")  # queued while the broker is down
+        info = pub.publish("t/in", b"two", retain=True)  # queued while the broker is down
         assert not wait_acked(info, 0.3)
         broker.start()
         assert wait_acked(info, 10), "queued QoS 1 message not delivered after reconnect"

@@ -53,8 +53,10 @@ def test_follows_newest_release_reports_state_events_and_telemetry(
         assert agent.predict(X).version == "1.0.0"
         pub.publish("good2", "2.0.0")
         watcher.wait_for(lambda: at(agent, "2.0.0"), what="2.0.0 committed")
-        names = [e.event for e in watcher.events() if e.version == "2.0.0"]
-        assert names[:6] == ["start", "downloaded", "verified", "activate", "self_test_passed", "probation_passed"]
+        flow = ["start", "downloaded", "verified", "activate", "self_test_passed", "probation_passed"]
+        watcher.wait_for(
+            lambda: [e.event for e in watcher.events() if e.version == "2.0.0"][:6] == flow, what="the update's events"
+        )
         state = watcher.wait_for(
             lambda: [s for s in watcher.of("state") if s.version == "2.0.0" and s.update_state == "committed"],
             what="retained state",
@@ -116,7 +118,9 @@ def test_every_window_arrives_in_order_after_an_outage(
         outage_end = time.time()
         assert len(agent.spool) >= 2
         broker.start()
-        last = agent._last_seq  # every window up to this one (closed during the outage) must arrive
+        # every window closed during the outage must arrive, and the one still open (last + 1)
+        # holds the rest of the outage's requests
+        last = agent._last_seq + 1
         seqs = watcher.wait_for(
             lambda: (s := [t.seq for t in watcher.of("telemetry")]) and max(s) >= last and s,
             timeout=20,
