@@ -156,6 +156,7 @@ class Collector:
         flush_interval: float = 0.2,
         max_pending: int = 1_000_000,
         client_id: str | None = None,
+        persistent: bool = False,
     ) -> None:
         self.store = store
         self.topics = topics
@@ -163,6 +164,9 @@ class Collector:
         self.flush_interval = flush_interval
         self.max_pending = max_pending
         self.stats = CollectorStats()
+        self.touch_interval = 2.0
+        self._seen: dict[str, float] = {}
+        self._last_touch = 0.0
         self._queue: deque[tuple[str, str, bytes, float]] = deque()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -178,7 +182,10 @@ class Collector:
                 filt = f"$share/{share_group}/{filt}"
             subs.append((filt, 1))
         self._filters = [topics.all_devices(k) for k in kinds]
-        self.link = MqttLink(broker, client_id=client_id, subscriptions=subs, on_message=self._on_message)
+        # persistent: a fixed client id and a kept session, so that the broker queues what arrives
+        # while the collector is down (a restart loses nothing the broker could hold)
+        self.link = MqttLink(broker, client_id=client_id, subscriptions=subs, on_message=self._on_message,
+                             clean_start=not persistent)
 
     # MQTT thread -------------------------------------------------------------------------------
     def _on_message(self, topic: str, payload: bytes, retained: bool) -> None:
@@ -224,6 +231,13 @@ class Collector:
 
     def _write(self, batch: _Batch) -> None:
         states, telemetry, events, seen = batch
+        # last-seen times are written at most every ``touch_interval`` (one upsert per device)
+        for dev, at in seen.items():
+            self._seen[dev] = max(at, self._seen.get(dev, 0.0))
+        if states or time.monotonic() - self._last_touch >= self.touch_interval:
+            seen, self._seen, self._last_touch = self._seen, {}, time.monotonic()
+        else:
+            seen = {}
         backoff = 0.2
         while True:
             try:

@@ -25,6 +25,13 @@ from sqlalchemy.engine import Connection, Engine
 from edgeml.errors import FleetError
 from edgeml.fleet.rollout import ACTIVE, DeviceView, Rollout
 
+TELEMETRY_COLUMNS = (
+    "device_id", "seq", "model", "version", "window_start", "window_end", "received_at", "requests", "errors",
+    "p95_ms", "psi_max", "drift", "dropped", "body",
+)
+EVENT_COLUMNS = ("device_id", "seq", "ts", "received_at", "event", "from_state", "to_state", "model", "version",
+                 "reason")
+
 STATE_FIELDS = (
     "model",
     "version",
@@ -250,12 +257,22 @@ class Store:
             for state in states:
                 self._apply_state(conn, state)
             if telemetry:
-                stmt = self._insert(self.t["telemetry"]).on_conflict_do_nothing(index_elements=["device_id", "seq"])
-                t_ins = len(conn.execute(stmt.returning(self.t["telemetry"].c.id), list(telemetry)).all())
+                t_ins = self._insert_many(conn, "telemetry", TELEMETRY_COLUMNS, telemetry)
             if events:
-                stmt = self._insert(self.t["events"]).on_conflict_do_nothing(index_elements=["device_id", "seq"])
-                e_ins = len(conn.execute(stmt.returning(self.t["events"].c.id), list(events)).all())
+                e_ins = self._insert_many(conn, "events", EVENT_COLUMNS, events)
         return t_ins, e_ins
+
+    def _insert_many(self, conn: Connection, table: str, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> int:
+        """``INSERT ... ON CONFLICT (device_id, seq) DO NOTHING`` through the driver's executemany
+        (psycopg pipelines it; several times faster than a compiled multi-row statement here).
+        Returns the rows inserted."""
+        ph = "?" if self.dialect == "sqlite" else "%s"
+        sql = (
+            f"INSERT INTO {self.t[table].name} ({', '.join(columns)}) VALUES ({', '.join([ph] * len(columns))}) "
+            "ON CONFLICT (device_id, seq) DO NOTHING"
+        )
+        res = conn.exec_driver_sql(sql, [tuple(r.get(c) for c in columns) for r in rows])
+        return max(0, int(res.rowcount))
 
     def _touch(self, conn: Connection, seen: dict[str, float]) -> None:
         d = self.t["devices"]
