@@ -8,7 +8,7 @@ device) may neither read nor write anything, even with a certificate the broker 
 | account     | read                                              | write                                   |
 |-------------|---------------------------------------------------|-----------------------------------------|
 | device <id> | ``devices/<id>/desired``, ``repo/#``              | ``devices/<id>/state|events|telemetry`` |
-| controller  | ``devices/#``, ``repo/#``                         | ``devices/+/desired``                   |
+| controller  | ``devices/#``, ``repo/#``                         | ``devices/+/desired``, ``repo/metadata/#`` |
 | publisher   | ``repo/#``                                        | ``repo/#``                              |
 | any client  | ``probe/<its client id>``                         | ``probe/<its client id>``               |
 """
@@ -66,6 +66,8 @@ def rules_for(account: Account) -> list[Rule]:
             Rule(READ, f"{t.root}/devices/#"),
             Rule(READWRITE, t.all_devices("desired")),
             Rule(READ, f"{t.repo}/#"),
+            # it re-signs and pushes the timestamp before it expires (metadata only, never chunks)
+            Rule(READWRITE, f"{t.repo}/metadata/#"),
         ]
     return [Rule(READWRITE, f"{t.repo}/#")]
 

@@ -201,3 +201,30 @@ def test_generated_conf_states_its_limits(fleet: Fleet) -> None:
 @pytest.mark.parametrize("name", ["passwd", "server.key"])
 def test_broker_secrets_are_private(fleet: Fleet, name: str) -> None:
     assert (fleet.files.directory / name).stat().st_mode & 0o777 == 0o600
+
+
+def test_controller_refreshes_the_timestamp_through_its_own_account(fleet: Fleet) -> None:
+    """The fleet controller re-signs the timestamp before it expires and pushes it with the
+    controller account; devices read the new one. The publisher's rights are not needed."""
+    from datetime import datetime, timedelta, timezone
+
+    from edgeml.fleet.controller import refresh_timestamp_if_due
+    from edgeml.release.repo import Repository
+    from edgeml.settings import load_settings
+
+    url = f"mqtt://controller:{fleet.service_password('controller')}@127.0.0.1:{fleet.opts.local_port}"
+    settings = load_settings(fleet.settings.home, env={}, broker=url)
+    before = Repository(settings).status()["timestamp"]["version"]
+    assert refresh_timestamp_if_due(settings, url, now=datetime.now(timezone.utc) + timedelta(days=3650))
+    after = Repository(settings).status()["timestamp"]["version"]
+    assert after == before + 1
+    dev = as_device(fleet, "dev-b")
+    topic = T.repo_metadata("timestamp.json")
+    subscribe(dev, topic)
+
+    def version(payload: bytes) -> object:
+        signed = json.loads(payload).get("signed")
+        return signed.get("version") if isinstance(signed, dict) else None
+
+    assert wait_for(lambda: any(version(p) == after for p in dev.payloads(topic)))
+    dev.close()
