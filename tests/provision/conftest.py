@@ -3,6 +3,7 @@ configuration, provisioned devices, and a real Mosquitto running that configurat
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +55,10 @@ class Fleet:
 
     def password_of(self, name: str) -> str:
         """A password device's password, read from its bundle's agent.toml.in."""
-        import tomllib
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # pragma: no cover - Python 3.9/3.10
+            import tomli as tomllib
 
         return str(tomllib.loads((self.device_dir(name) / "agent.toml.in").read_text())["password"])
 
