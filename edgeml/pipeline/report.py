@@ -81,7 +81,7 @@ def human_size(n: int) -> str:
 def render_markdown(report: dict[str, Any]) -> str:
     """``report.md``: the trained model, the variant table, the choice and the reasons."""
     trained = report.get("trained", {})
-    head = [c[0] for c in COLUMNS] + ["flags"]
+    head = [c[0].replace("|", "\\|") for c in COLUMNS] + ["flags"]
     out = [
         f"# Conversion report: {report.get('name')}",
         "",

@@ -14,6 +14,7 @@ image data whose pixels share one range.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -94,12 +95,14 @@ def _int8_float_preprocessing(conv: object, float_nodes: list[str], x_train: np.
         tf.lite.OpsSet.TFLITE_BUILTINS,
     ]
     try:
-        debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=conv,
-            debug_dataset=lambda: _representative(x_train, 50),
-            debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=float_nodes),
-        )
-        return bytes(debugger.get_nondebug_quantized_model())
+        with warnings.catch_warnings():  # the debugger uses the deprecated tf.lite.Interpreter internally
+            warnings.simplefilter("ignore")
+            debugger = tf.lite.experimental.QuantizationDebugger(
+                converter=conv,
+                debug_dataset=lambda: _representative(x_train, 50),
+                debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=float_nodes),
+            )
+            return bytes(debugger.get_nondebug_quantized_model())
     except Exception as exc:  # noqa: BLE001 - the converter raises many types
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConversionError(f"TFLite int8 conversion failed: {first}") from exc
