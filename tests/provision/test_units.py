@@ -161,3 +161,18 @@ def test_registry_add_revoke_and_crl_list(tmp_path: Path) -> None:
     for bad in ("controller", "a b", "x/y", ""):
         with pytest.raises(UsageError):
             validate_device_id(bad)
+
+
+def test_conf_paths_and_listeners_follow_the_options() -> None:
+    from edgeml.provision.broker import BrokerOptions, render_mosquitto_conf
+
+    conf = render_mosquitto_conf(Path("/etc/mosquitto/edgeml"), BrokerOptions(local_port=0, mtls_port=0))
+    assert "password_file /etc/mosquitto/edgeml/passwd" in conf
+    assert "keyfile /etc/mosquitto/edgeml/server.key" in conf
+    listeners = [line for line in conf.splitlines() if line.startswith("listener")]
+    assert listeners == ["listener 8883"]
+    assert "user mosquitto" in conf and "max_queued_messages 100000" in conf
+    for bad in (BrokerOptions(tls_port=0, mtls_port=0, local_port=0), BrokerOptions(tls_port=1883),
+                BrokerOptions(max_queued_messages=-1), BrokerOptions(tls_port=70000)):
+        with pytest.raises(UsageError):
+            bad.validate()
