@@ -85,9 +85,11 @@ def register(main: click.Group) -> None:
     @click.option("--share-group", default=None, metavar="NAME",
                   help="Share telemetry with other collectors through an MQTT shared subscription.")
     @click.option("--tick", default=1.0, show_default=True, help="Seconds between rollout decisions.")
+    @click.option("--collect-only", is_flag=True,
+                  help="Only collect into the store (an extra collector beside one full controller).")
     @pass_ctx
     def serve(ctx: Context, store_url: Optional[str], port: int, host: str, share_group: Optional[str],
-              tick: float) -> None:
+              tick: float, collect_only: bool) -> None:
         """Run the controller: collector, rollouts, alerts, dashboard, /metrics.
 
         \b
@@ -105,9 +107,12 @@ def register(main: click.Group) -> None:
             ctx.overrides["store"] = store_url
         s = ctx.settings
         c = Controller(s, s.broker, s.store_url, http_port=port, http_host=host, share_group=share_group,
-                       tick_interval=tick)
+                       tick_interval=tick, collect_only=collect_only)
         c.start()
-        click.echo(f"fleet {s.fleet}: broker {s.broker_url}, store {c.store.dialect}; dashboard {c.url}/")
+        if collect_only:
+            click.echo(f"fleet {s.fleet}: collecting from {s.broker_url} into {c.store.dialect}")
+        else:
+            click.echo(f"fleet {s.fleet}: broker {s.broker_url}, store {c.store.dialect}; dashboard {c.url}/")
         done = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: done.set())
         try:

@@ -102,6 +102,7 @@ class Controller:
         manifest_lookup: Optional[Callable[[str, str], Optional[ModelManifest]]] = None,
         refresh_timestamp: bool = True,
         store_prefix: str = "",
+        collect_only: bool = False,
     ) -> None:
         self.settings = settings
         self.broker_url = broker_url or settings.broker
@@ -113,6 +114,7 @@ class Controller:
         self.alert_interval = alert_interval
         self.share_group = share_group
         self.refresh_timestamp = refresh_timestamp
+        self.collect_only = collect_only
         self.store = Store(self.store_url, prefix=store_prefix)
         self.manifest_lookup = manifest_lookup or release_manifest_lookup(settings)
         self.collector: Optional[Collector] = None
@@ -135,6 +137,10 @@ class Controller:
         self.started_at = time.time()
         self.collector = Collector(self.store, self.broker_url, self.topics, share_group=self.share_group)
         self.collector.start(wait)
+        if self.collect_only:
+            log.info("collector only for fleet %s: broker %s, store %s", self.settings.fleet, self.broker_url,
+                     self.store.dialect)
+            return self
         if self.http_port is not None:
             self.http = FleetHTTPServer(self, self.http_host, self.http_port)
             self.http.start()
