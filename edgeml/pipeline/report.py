@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import html
-import math
 from pathlib import Path
 from typing import Any
 
@@ -130,12 +129,13 @@ def render_html(report: dict[str, Any]) -> str:
 <html lang="en"><head><meta charset="utf-8"><title>edgeml convert: {html.escape(str(report.get("name")))}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
-table {{ border-collapse: collapse; }} td, th {{ padding: 4px 10px; border-bottom: 1px solid #ddd; text-align: right; }}
+table {{ border-collapse: collapse; }} td, th {{ padding: 4px 10px; border-bottom: 1px solid #ddd; text-align: right;
+          white-space: nowrap; }}
 td:first-child, th:first-child {{ text-align: left; }} tr.sel {{ background: #e8f5e9; font-weight: bold; }}
 </style></head><body>
 <h1>Conversion report: {html.escape(str(report.get("name")))}</h1>
-<p>Trained <code>{html.escape(str(report.get("trained", {}).get("recipe")))}</code>, accuracy
-{report.get("trained", {}).get("accuracy")}. Measured in LiteRT / onnxruntime at batch 1, one thread, on
+<p>Trained <code>{html.escape(str(report.get("trained", {}).get("recipe")))}</code>, test accuracy
+{float(report.get("trained", {}).get("accuracy") or 0):.4f}. Measured in LiteRT / onnxruntime at batch 1, one thread, on
 {html.escape(str(report.get("cpu")))}. Selected: <b>{html.escape(str(report.get("selected")))}</b>
 ({html.escape(str(report.get("selection", {}).get("rule")))}).</p>
 {svg_chart(report)}
@@ -145,58 +145,50 @@ td:first-child, th:first-child {{ text-align: left; }} tr.sel {{ background: #e8
 """
 
 
-def svg_chart(report: dict[str, Any], width: int = 640, height: int = 360) -> str:
-    """Inline SVG scatter: x = file size (log scale), y = accuracy, circle area ~ p50 latency."""
+def svg_chart(report: dict[str, Any], width: int = 760) -> str:
+    """Inline SVG: one row per variant with three bars side by side — file size, p50 latency and
+    accuracy drop — each scaled to its column's maximum; the selected variant is green."""
     rows = report.get("variants", [])
     if not rows:
         return "<p>no variants</p>"
-    pad_l, pad_r, pad_t, pad_b = 70, 150, 20, 50
-    sizes = [math.log10(max(r["size_bytes"], 1)) for r in rows]
-    accs = [float(r["accuracy"]) for r in rows]
-    lats = [float(r["latency_p50_ms"]) for r in rows]
-    x0, x1 = min(sizes) - 0.05, max(sizes) + 0.05
-    y0, y1 = min(accs) - 0.005, max(accs) + 0.005
-    lmax = max(lats) or 1.0
-
-    def sx(v: float) -> float:
-        return pad_l + (v - x0) / (x1 - x0) * (width - pad_l - pad_r)
-
-    def sy(v: float) -> float:
-        return height - pad_b - (v - y0) / (y1 - y0) * (height - pad_t - pad_b)
-
+    label_w, row_h, top = 150, 26, 34
+    col_w = (width - label_w) // 3
+    columns = (
+        ("file size", "size_bytes", lambda v: human_size(int(v))),
+        ("p50 latency (batch 1, 1 thread)", "latency_p50_ms", lambda v: f"{v:.4g} ms"),
+        ("accuracy drop vs trained", "accuracy_drop", lambda v: f"{100 * v:+.2f} pp"),
+    )
+    height = top + row_h * len(rows) + 10
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img"'
-        ' aria-label="size vs accuracy vs latency">',
-        f'<line x1="{pad_l}" y1="{height - pad_b}" x2="{width - pad_r}" y2="{height - pad_b}" stroke="#444"/>',
-        f'<line x1="{pad_l}" y1="{pad_t}" x2="{pad_l}" y2="{height - pad_b}" stroke="#444"/>',
-        f'<text x="{(width - pad_r + pad_l) / 2}" y="{height - 10}" text-anchor="middle" font-size="12">'
-        "file size (log scale)</text>",
-        f'<text x="15" y="{(height - pad_b + pad_t) / 2}" font-size="12" transform="rotate(-90 15'
-        f' {(height - pad_b + pad_t) / 2})" text-anchor="middle">test accuracy</text>',
-        f'<text x="{pad_l - 5}" y="{sy(y1) + 4:.1f}" text-anchor="end" font-size="10">{y1:.3f}</text>',
-        f'<text x="{pad_l - 5}" y="{sy(y0) + 4:.1f}" text-anchor="end" font-size="10">{y0:.3f}</text>',
+        ' aria-label="size, latency and accuracy drop per variant" font-family="sans-serif">'
     ]
-    for r, s, a, lat in zip(rows, sizes, accs, lats):
-        rad = 4 + 14 * math.sqrt(lat / lmax)
-        color = (
-            "#2e7d32" if r["name"] == report.get("selected") else ("#1565c0" if r["format"] == "tflite" else "#ef6c00")
-        )
+    for c, (title, _, _) in enumerate(columns):
+        parts.append(f'<text x="{label_w + c * col_w}" y="16" font-size="12" font-weight="bold">{title}</text>')
+    for c, (_, key, fmt) in enumerate(columns):
+        peak = max((max(float(r[key]), 0.0) for r in rows), default=0.0) or 1.0
+        for i, r in enumerate(rows):
+            value = float(r[key])
+            y = top + i * row_h
+            color = (
+                "#2e7d32"
+                if r["name"] == report.get("selected")
+                else ("#1565c0" if r["format"] == "tflite" else "#ef6c00")
+            )
+            bar = max(1.0, (col_w - 90) * max(value, 0.0) / peak)
+            x = label_w + c * col_w
+            parts.append(
+                f'<rect x="{x}" y="{y}" width="{bar:.1f}" height="{row_h - 8}" fill="{color}" fill-opacity="0.75">'
+                f"<title>{html.escape(r['name'])}: {fmt(value)}</title></rect>"
+                f'<text x="{x + bar + 4:.1f}" y="{y + row_h - 13}" font-size="11">{fmt(value)}</text>'
+            )
+    for i, r in enumerate(rows):
+        weight = ' font-weight="bold"' if r["name"] == report.get("selected") else ""
         parts.append(
-            f'<circle cx="{sx(s):.1f}" cy="{sy(a):.1f}" r="{rad:.1f}" fill="{color}" fill-opacity="0.45"'
-            f' stroke="{color}"><title>{html.escape(r["name"])}: {r["size_bytes"]} B, acc {a:.4f},'
-            f" p50 {lat:.3f} ms</title></circle>"
+            f'<text x="0" y="{top + i * row_h + row_h - 13}" font-size="12"{weight}>{html.escape(r["name"])}</text>'
         )
-        parts.append(
-            f'<text x="{sx(s) + rad + 2:.1f}" y="{sy(a) + 4:.1f}" font-size="10">{html.escape(r["name"])}'
-            f" ({lat:.2f} ms)</text>"
-        )
-    parts.append(
-        f'<text x="{width - pad_r + 10}" y="{pad_t + 10}" font-size="10">circle area ~ p50 latency</text>'
-        f'<text x="{width - pad_r + 10}" y="{pad_t + 25}" font-size="10" fill="#1565c0">tflite</text>'
-        f'<text x="{width - pad_r + 10}" y="{pad_t + 40}" font-size="10" fill="#ef6c00">onnx</text>'
-        f'<text x="{width - pad_r + 10}" y="{pad_t + 55}" font-size="10" fill="#2e7d32">selected</text>'
-    )
     parts.append("</svg>")
+    parts.append('<p style="font-size:12px">blue: TFLite (LiteRT) · orange: ONNX (onnxruntime) · green: selected</p>')
     return "\n".join(parts)
 
 

@@ -128,7 +128,7 @@ def test_reports_render(report: dict[str, Any], digits_convert_dir: Path) -> Non
     md = (digits_convert_dir / "report.md").read_text()
     assert "Why not the others" in md and report["cpu"] in md
     html = (digits_convert_dir / "report.html").read_text()
-    assert "<svg" in html and html.count("<circle") == len(report["variants"])
+    assert "<svg" in html and html.count("<rect") == 3 * len(report["variants"])
     assert not re.search(r"""(src|href)=["']?https?:""", html)  # no external assets
 
 
