@@ -189,6 +189,8 @@ class AlertEvaluator:
                     fired.append(self._fire(rule, model, version, value, now))  # type: ignore[arg-type]
                 elif not active and key in self.firing and value is not None:
                     del self.firing[key]
+            for key in [k for k in self.firing if k[0] == rule.name and (k[1], k[2]) not in values]:
+                del self.firing[key]  # no telemetry left in the window: nothing holds any more
         return fired
 
     def _fire(self, rule: AlertRule, model: str, version: str, value: float, now: float) -> dict[str, Any]:
