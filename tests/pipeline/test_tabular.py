@@ -32,7 +32,7 @@ def test_breast_cancer_mlp_via_cli_json(tmp_path: Path) -> None:
         text=True,
     )
     proc = subprocess.run(
-        [*EDGEML, "convert", str(m), "--out", str(c), "--latency-runs", "50", "--json"],
+        [*EDGEML, "convert", str(m), "--out", str(c), "--latency-runs", "50", "--int8-io", "--json"],
         check=True,
         capture_output=True,
         text=True,
@@ -46,6 +46,10 @@ def test_breast_cancer_mlp_via_cli_json(tmp_path: Path) -> None:
     # int8 keeps the normalisation in float, so raw features of very different scales survive
     int8 = next(v for v in report["variants"] if v["name"] == "tflite-int8")
     assert int8["accuracy_drop"] <= 0.01
+    # ...whereas the strictly integer variant quantizes the raw input with one scale and loses accuracy
+    strict = next(v for v in report["variants"] if v["name"] == "tflite-int8-io")
+    assert strict["accuracy_drop"] > 0.05 and "over-accuracy-budget" in strict["flags"]
+    assert "exceeds" in strict["rejected_because"]
     assert report["trained"]["accuracy"] > 0.9
     metrics = json.loads((m / "metrics.json").read_text())
     assert {"accuracy", "f1_macro", "roc_auc", "confusion_matrix", "per_class"} <= set(metrics)
