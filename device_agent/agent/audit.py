@@ -47,17 +47,21 @@ class AuditLog:
                 return 0
             lines = []
             esc: dict[str, str] = {}
-            for ts, n, version, x, outputs, ms, names in buf:
+            named: dict[int, list[str]] = {}
+            classes_all, conf_all, offsets = _classify(buf)
+            for j, (ts, n, version, x, _outputs, ms, names) in enumerate(buf):
                 v = esc.get(version)
                 if v is None:
                     v = esc[version] = json.dumps(version)
                 labels = conf = "null"
-                if outputs is not None and outputs.ndim >= 2:
-                    flat = outputs.reshape(outputs.shape[0], -1)
-                    classes = flat.argmax(axis=1)
-                    confs = flat[np.arange(flat.shape[0]), classes].tolist()
-                    labels = json.dumps([names[i] if i < len(names) else str(i) for i in classes.tolist()])
-                    conf = "[" + ",".join(f"{c:.6g}" for c in confs) + "]"
+                start, stop = offsets[j]
+                if stop > start:
+                    enc = named.get(id(names))
+                    if enc is None:
+                        enc = named[id(names)] = [json.dumps(str(nm)) for nm in names]
+                    cls = classes_all[start:stop]
+                    labels = "[" + ",".join(enc[c] if c < len(enc) else f'"{c}"' for c in cls) + "]"
+                    conf = "[" + ",".join(f"{c:.6g}" for c in conf_all[start:stop]) + "]"
                 digest = hashlib.sha256(np.ascontiguousarray(x).data).hexdigest()[:32]
                 lines.append(
                     f'{{"ts":{ts:.6f},"request_id":"{self.prefix}-{n}","version":{v},"input_sha256":"{digest}",'
@@ -83,3 +87,29 @@ class AuditLog:
             os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
         else:
             self.path.unlink()
+
+
+def _classify(buf: list[tuple[Any, ...]]) -> tuple[list[int], list[float], list[tuple[int, int]]]:
+    """Argmax classes and confidences of every buffered classifier output, vectorised per output
+    width. Returns flat lists and each entry's (start, stop) into them."""
+    groups: dict[int, list[int]] = {}
+    for j, entry in enumerate(buf):
+        outputs = entry[4]
+        if outputs is not None and outputs.ndim >= 2 and outputs.shape[0] > 0:
+            groups.setdefault(outputs.size // outputs.shape[0], []).append(j)
+    offsets = [(0, 0)] * len(buf)
+    classes: list[int] = []
+    conf: list[float] = []
+    for width, idx in groups.items():
+        flat = np.concatenate([buf[j][4].reshape(-1, width) for j in idx])
+        c = flat.argmax(axis=1)
+        p = flat[np.arange(flat.shape[0]), c]
+        base = len(classes)
+        classes.extend(c.tolist())
+        conf.extend(p.tolist())
+        pos = base
+        for j in idx:
+            k = buf[j][4].shape[0]
+            offsets[j] = (pos, pos + k)
+            pos += k
+    return classes, conf, offsets

@@ -20,8 +20,29 @@ class InputError(DataError):
         self.status = status
 
 
+_SHAPES: dict[tuple[int, ...], tuple[tuple[int, ...], int]] = {}
+
+
 def sample_shape(spec: TensorSpec) -> tuple[int, ...]:
-    return tuple(max(d, 1) for d in spec.sample_shape)
+    return _shape_size(spec)[0]
+
+
+def _shape_size(spec: TensorSpec) -> tuple[tuple[int, ...], int]:
+    key = tuple(spec.shape)
+    hit = _SHAPES.get(key)
+    if hit is None:
+        shape = tuple(max(d, 1) for d in spec.shape[1:])
+        size = 1
+        for d in shape:
+            size *= d
+        hit = _SHAPES[key] = (shape, size)
+    return hit
+
+
+def _finite(a: np.ndarray) -> bool:
+    """All values finite? One reduction in the common case; the exact check only if the sum is not."""
+    s = float(np.add.reduce(a, axis=None))
+    return s - s == 0.0 or bool(np.isfinite(a).all())
 
 
 def check_batch(x: np.ndarray, spec: TensorSpec, max_batch: int) -> tuple[np.ndarray, bool]:
@@ -30,8 +51,7 @@ def check_batch(x: np.ndarray, spec: TensorSpec, max_batch: int) -> tuple[np.nda
     Accepts one sample (its sample shape, or flattened) or a batch of them. Raises InputError
     for a wrong shape, an empty or oversized batch, a non-numeric dtype, or NaN/inf values.
     """
-    shape = sample_shape(spec)
-    size = int(np.prod(shape)) if shape else 1
+    shape, size = _shape_size(spec)
     if x.dtype.kind not in "fiub":
         raise InputError(f"input dtype {x.dtype} is not numeric", hint=f"send numbers ({spec.dtype})")
     single = False
@@ -53,10 +73,10 @@ def check_batch(x: np.ndarray, spec: TensorSpec, max_batch: int) -> tuple[np.nda
     if n > max_batch:
         raise InputError(f"batch of {n} exceeds the limit of {max_batch}", hint="split the batch", status=413)
     if x.dtype != np.float32:
-        if x.dtype.kind == "f" and np.isfinite(x).all() and np.abs(x).max() > np.finfo(np.float32).max:
+        if x.dtype.kind == "f" and _finite(x) and np.abs(x).max() > np.finfo(np.float32).max:
             raise InputError("input values overflow float32", hint="scale the input to the model's range")
         x = x.astype(np.float32)
-    if not np.isfinite(x).all():
+    if not _finite(x):
         raise InputError("input contains NaN or infinite values", hint="send finite numbers")
     return x, single
 
@@ -76,7 +96,10 @@ def parse_json_body(body: bytes, spec: TensorSpec, max_batch: int) -> tuple[np.n
     if not isinstance(data, list):
         raise InputError("'inputs' must be a list of numbers or a list of samples")
     try:
-        x = np.asarray(data, dtype=np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):
+            x = np.asarray(data, dtype=np.float32)
+        if not _finite(x):
+            x = np.asarray(data, dtype=np.float64)  # say whether it was NaN/inf or an overflow
     except (ValueError, TypeError, OverflowError) as exc:
         raise InputError(
             "'inputs' must be a (nested) list of numbers with a regular shape",
