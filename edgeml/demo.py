@@ -20,17 +20,16 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 import urllib.error
 import urllib.request
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from device_agent.protocol.versions import version_key
+from edgeml.demo_models import Models, build_models_in_child, reuse_models
 from edgeml.errors import FleetError, UsageError
 from edgeml.settings import Settings, load_settings
 
@@ -50,7 +49,7 @@ class DemoConfig:
     stages: tuple[float, ...] = (10.0, 50.0, 100.0)
     soak_s: float = 10.0
     telemetry_interval: float = 1.0
-    request_rate: float = 20.0
+    request_rate: float = 40.0
     slow_factor: float = 6.0
     min_requests: int = 100
     broker: Optional[str] = None
@@ -59,6 +58,7 @@ class DemoConfig:
     http_port: int = 0
     rollout_timeout_s: float = 150.0
     keep_running: bool = False
+    models_from: Optional[Path] = None
 
     def validate(self) -> None:
         """Raise UsageError for settings the demo cannot run with."""
@@ -72,6 +72,12 @@ class DemoConfig:
             raise UsageError("the demo's stages must end at 100", hint="e.g. 10,50,100")
         if self.slow_factor <= 1.5:
             raise UsageError("--slow-factor must be above 1.5 for v3 to be visibly broken", hint="e.g. 6")
+        if (Path(self.home) / "repository").exists() or (Path(self.home) / "keys").exists():
+            raise UsageError(
+                f"{self.home} already holds a repository or keys (an earlier run?)",
+                hint="the demo starts from nothing: pass a new --home (or leave it out for a fresh folder); "
+                f"--models-from {self.home} reuses its trained models",
+            )
 
 
 @dataclass
@@ -289,58 +295,6 @@ def wait_for(
 # the story
 
 
-@dataclass
-class _Models:
-    v1_train: Path
-    v1_convert: Path
-    v2_convert: Path
-    report_v1: dict[str, Any]
-    report_v2: dict[str, Any]
-
-
-def _train_and_convert(config: DemoConfig, reporter: Reporter) -> _Models:
-    """Train v1 and v2 (another seed) and convert both; return their folders."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ log lines would bury the story
-    from edgeml.pipeline.convert import convert
-    from edgeml.pipeline.train import train
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return _train_and_convert_quietly(config, reporter, train, convert)
-
-
-def _train_and_convert_quietly(config: DemoConfig, reporter: Reporter, train: Any, convert: Any) -> _Models:
-
-    runs = config.home / "runs"
-    out: dict[str, Any] = {}
-    for version, seed in ((V1, config.seed), (V2, config.seed + 1)):
-        mdir, cdir = runs / f"digits-{version}", runs / f"digits-{version}-convert"
-        with reporter.task(f"train the digits CNN for {version} (seed {seed}, {config.epochs} epochs)") as update:
-
-            def say(msg: str, u: Callable[..., None] = update, v: str = version) -> None:
-                u(description=f"train {v}: {msg}")
-
-            summary = train("digits", mdir, seed=seed, params={"epochs": config.epochs}, progress=say)
-        acc = summary.get("metrics", {}).get("accuracy")
-        reporter.info(f"{version}: trained on {summary.get('rows', {}).get('train', '?')} digits, "
-                      f"test accuracy {acc:.3f}" if isinstance(acc, float) else f"{version}: trained")
-        with reporter.task(f"convert {version}: TFLite and ONNX variants, evaluated in LiteRT/onnxruntime",
-                           total=1) as update:
-
-            def tick(msg: str, done: int, total: int, u: Callable[..., None] = update, v: str = version) -> None:
-                u(completed=done / max(total, 1), description=f"convert {v}: {msg}")
-
-            report = convert(mdir, cdir, progress=tick)
-        chosen = next(v for v in report["variants"] if v["name"] == report["selected"])
-        reporter.info(
-            f"{version}: selected {chosen['name']} — {chosen['size_bytes'] / 1024:.0f} KiB, accuracy "
-            f"{chosen['accuracy']:.3f} (drop {chosen['accuracy_drop'] * 100:+.1f} pp), p95 "
-            f"{chosen['latency_p95_ms']:.3f} ms on this CPU, of {len(report['variants'])} variants"
-        )
-        out[version] = (mdir, cdir, report)
-    return _Models(out[V1][0], out[V1][1], out[V2][1], out[V1][2], out[V2][2])
-
-
 def _publish(settings: Settings, source: Path, version: str, reporter: Reporter, note: str = "") -> dict[str, Any]:
     from edgeml.release.publish import publish
 
@@ -455,7 +409,10 @@ def run_demo(config: DemoConfig, reporter: Optional[Reporter] = None) -> DemoRes
         # 1. models first: nothing else competes for the CPU while TensorFlow trains
         reporter.phase("1/5 models: train, convert, choose")
         t = time.monotonic()
-        models = _train_and_convert(config, reporter)
+        if config.models_from is not None:
+            models = reuse_models(config.models_from, config.home, reporter)
+        else:
+            models = build_models_in_child(config.home, config.epochs, config.seed, reporter)
         t = lap("models_s", t)
 
         # 2. broker, keys, v1
@@ -521,7 +478,7 @@ def run_demo(config: DemoConfig, reporter: Optional[Reporter] = None) -> DemoRes
         return result
 
 
-def _start_fleet(settings: Settings, broker_url: str, models: _Models, config: DemoConfig, reporter: Reporter) -> Any:
+def _start_fleet(settings: Settings, broker_url: str, models: Models, config: DemoConfig, reporter: Reporter) -> Any:
     """Start the simulated fleet: real agents fed with held-out digits; v3 runs slowly on them."""
     from edgeml.fleet.simulator import FaultSpec, Simulator
 

@@ -121,6 +121,8 @@ def register(main: click.Group) -> None:
                   help="Training epochs of v1 (v2 retrains with another seed).")
     @click.option("--soak", default="10s", show_default=True, help="How long every rollout stage must hold its gates.")
     @click.option("--stages", default="10,50,100", show_default=True, help="Rollout stages of v2 and v3, in percent.")
+    @click.option("--rate", type=click.FloatRange(1, 500), default=40.0, show_default=True,
+                  help="Requests per second each simulated device serves (held-out digits).")
     @click.option("--slow-factor", type=float, default=6.0, show_default=True,
                   help="How much slower v3 runs on the devices (the simulator's slow-model fault).")
     @click.option("--port", type=click.IntRange(0, 65535), default=0,
@@ -129,12 +131,14 @@ def register(main: click.Group) -> None:
                   show_default=True, help="Which private broker to start (ignored when --broker is given).")
     @click.option("--home", "demo_home", type=click.Path(file_okay=False), default=None,
                   help="Project home for this run [default: a fresh folder under .edgeml/demo].")
+    @click.option("--models-from", type=click.Path(exists=True, file_okay=False), default=None,
+                  help="Reuse the trained models of an earlier demo (its home) instead of training again.")
     @click.option("--keep-running", is_flag=True, help="After the story, keep the fleet and dashboard up until Ctrl-C.")
     @json_option
     @pass_ctx
     def demo_cmd(
-        ctx: Context, devices: int, epochs: int, soak: str, stages: str, slow_factor: float, port: int,
-        broker_kind: str, demo_home: Optional[str], keep_running: bool, as_json: bool,
+        ctx: Context, devices: int, epochs: int, soak: str, stages: str, rate: float, slow_factor: float, port: int,
+        broker_kind: str, demo_home: Optional[str], models_from: Optional[str], keep_running: bool, as_json: bool,
     ) -> None:
         """Run the whole story end to end, with nothing to set up by hand.
 
@@ -157,13 +161,16 @@ def register(main: click.Group) -> None:
         home = Path(demo_home or ctx.home or default_home())
         config = DemoConfig(
             home=home, devices=devices, epochs=epochs, soak_s=parse_duration(soak),
-            stages=tuple(parse_stages(stages)), slow_factor=slow_factor, http_port=port, broker=ctx.broker,
+            stages=tuple(parse_stages(stages)), request_rate=rate, slow_factor=slow_factor, http_port=port,
+            broker=ctx.broker,
             broker_kind=broker_kind, fleet=ctx.fleet or "demo", keep_running=keep_running,
+            models_from=Path(models_from) if models_from else None,
         )
         config.validate()
         console = Console(stderr=as_json, highlight=False)
         if not ctx.debug:  # the demo reports what the controller logs (halts, rollbacks) in its own lines
-            logging.getLogger("edgeml").setLevel(logging.ERROR)
+            for name in ("", "edgeml", "amqtt", "transitions"):
+                logging.getLogger(name).setLevel(logging.ERROR)
         reporter = _rich_reporter(console)
         result = run_demo(config, reporter)
         if as_json:
