@@ -41,7 +41,8 @@ log = logging.getLogger("edgeml.fleet.engine")
 # device and does not count)
 FAILURE_EVENTS = frozenset(
     {"rolled_back", "rollback", "update_failed", "self_test_failed", "selftest_failed", "verify_failed",
-     "verification_failed", "activation_failed", "probation_failed", "rejected", "loop_guard"}
+     "verification_failed", "activation_failed", "probation_failed", "rejected", "loop_guard",
+     "shadow_rejected"}
 )
 FAILURE_STATES = frozenset({"rolled_back", "failed"})
 

@@ -85,9 +85,10 @@ def env(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
     e = Env(tmp_path_factory.mktemp("simfleet"), shared_broker, models)
     # the same network under five versions: healthy versions must look alike to the gates
     for model, version in (("good1", "1.0.0"), ("good1", "2.0.0"), ("good1", "3.0.0"), ("good1", "4.0.0"),
-                           ("good1", "5.0.0")):
+                           ("good1", "5.0.0"), ("good1", "6.0.0")):
         e.pub.publish(model, version)
-    e.sim = Simulator(e.settings, N, broker_url=shared_broker.url, faults=[FaultSpec.parse("3.0.0:latency_x=3")],
+    e.sim = Simulator(e.settings, N, broker_url=shared_broker.url, faults=[FaultSpec.parse("3.0.0:latency_x=3"),
+                                                                    FaultSpec.parse("6.0.0:shift=1")],
                       rate=20.0, device_ms=3.0, telemetry_interval=0.5, probation_requests=5, probation_seconds=0.5,
                       base_dir=tmp_path_factory.mktemp("agents"))
     e.sim.start()
@@ -178,6 +179,26 @@ def test_offline_device_returning_mid_rollout_converges(env: Env) -> None:
         assert wait_for(lambda: c.rollout_status(NAME)["state"] != "running", 90), c.rollout_status(NAME)
         assert c.rollout_status(NAME)["state"] == "completed"
         assert wait_for(lambda: env.versions().get(away) == "5.0.0", 30), env.versions()
+        assert set(env.versions().values()) == {"5.0.0"}
+    finally:
+        c.stop()
+
+
+def test_shadow_first_catches_drifted_predictions_before_anyone_serves_them(env: Env) -> None:
+    c = env.controller()
+    try:
+        c.start_rollout(NAME, "6.0.0", stages="50,100", soak="30s", shadow_first=True, shadow_fraction=0.3,
+                        min_devices=2, min_requests=60, confirm="2s")
+        assert wait_for(lambda: c.rollout_status(NAME)["state"] == "halted", 60), c.rollout_status(NAME)
+        st = c.rollout_status(NAME)
+        assert st["stage_index"] == 0 and st["modes"][0] == "shadow"
+        assert "shadow_agreement" in st["reason"], st["reason"]
+        agreement = next(g for g in st["gates"] if g["name"] == "shadow_agreement")
+        assert agreement["ok"] is False and agreement["value"] < 0.9
+        # it ran beside the active model on the cohort, and nobody ever served it
+        with env.log.lock:
+            shadowed = {dev for dev, d in env.log.seen if d.shadow_version == "6.0.0"}
+        assert shadowed and env.log.asked_for("6.0.0") == set()
         assert set(env.versions().values()) == {"5.0.0"}
     finally:
         c.stop()
