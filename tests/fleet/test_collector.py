@@ -4,7 +4,6 @@ is retried without losing the batch."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
