@@ -106,3 +106,19 @@ def test_serve_runs_the_controller_until_sigterm(tmp_path: Path, shared_broker: 
         out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     assert "stopping the controller" in out
+
+
+def test_simulate_runs_real_agents_for_a_while(tmp_path: Path, shared_broker: Any) -> None:
+    from edgeml.release.keys import init_keys
+    from edgeml.settings import load_settings
+
+    home = tmp_path / "home"
+    init_keys(load_settings(home, env={}, broker=shared_broker.url, fleet="clisim"))
+    p = subprocess.run([EDGEML, "--home", str(home), "--broker", shared_broker.url, "--fleet", "clisim", "fleet",
+                        "simulate", "--devices", "3", "--duration", "4", "--prefix", "cs"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "starting 3 agents" in p.stdout and "versions -: 3" in p.stdout and "stopping the agents" in p.stdout
+    bad = subprocess.run([EDGEML, "--home", str(home), "fleet", "simulate", "--fault-version", "3.0.0:slow=2"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "KNOB=NUMBER" in bad.stderr and "hint:" in bad.stderr

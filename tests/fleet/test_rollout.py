@@ -187,3 +187,22 @@ def test_a_measured_violation_must_persist_but_failures_halt_at_once() -> None:
     assert step(r, devices, BAD, 1008.5).halted
     failure = [GateResult(Gate.parse("update_failures<=0"), 1.0, False)]
     assert step(s.rollout, devices, failure, 1002.5).halted
+
+
+def test_targets_and_joiners_get_what_their_bucket_says() -> None:
+    from edgeml.fleet.rollout import in_target
+
+    a = DeviceView("a", True, "digits", "1.0.0", group="north")
+    b = DeviceView("b", True, "digits", "1.0.0", group="south")
+    fresh = DeviceView("c", True, None, None)
+    other = DeviceView("d", True, "faces", "3.0.0")
+    assert [in_target("all", "digits", d) for d in (a, b, fresh, other)] == [True, True, True, False]
+    assert [in_target("group:north", "digits", d) for d in (a, b, fresh)] == [True, False, False]
+    assert [in_target("devices:b,d", "digits", d) for d in (a, b, other)] == [False, True, True]
+    devices = fleet(20)
+    r = step(make(stages="30,100"), devices, [], 1000.0).rollout
+    joiners = [f"late-{i}" for i in range(200)]
+    got = {j: desired_version(r, j)[0] for j in joiners}
+    inside = {j for j in joiners if bucket(r.id, j) <= r.cut}
+    assert {j for j, v in got.items() if v == "2.0.0"} == inside
+    assert 0.15 < len(inside) / len(joiners) < 0.5
