@@ -32,6 +32,20 @@ _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Al
             500: "Internal Server Error", 503: "Service Unavailable"}
 
 
+MAX_HEADER_LINE = 65536
+MAX_HEADERS = 100
+
+
+class Headers(dict):  # type: ignore[type-arg]
+    """Request headers by lower-case name (what the handlers read; no email parsing)."""
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        return dict.get(self, name.lower(), default)
+
+    def __getitem__(self, name: str) -> Any:
+        return dict.get(self, name.lower())
+
+
 class AgentHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -53,6 +67,55 @@ class PredictHandler(BaseHTTPRequestHandler):
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
+
+    def parse_request(self) -> bool:
+        """A lean replacement for the stdlib's email-based header parsing (the largest cost of a
+        small request). Same limits and keep-alive rules; malformed requests get 400/431/505."""
+        self.command = None  # type: ignore[assignment]
+        self.request_version = self.default_request_version
+        self.close_connection = True
+        requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")  # type: ignore[attr-defined]
+        self.requestline = requestline
+        words = requestline.split()
+        self.request_version = "HTTP/1.0"  # errors below are answered with a status line
+        if len(words) != 3:
+            self.send_error(400, f"Bad request syntax ({requestline[:100]!r})")
+            return False
+        command, path, version = words
+        if version not in ("HTTP/1.1", "HTTP/1.0"):
+            self.send_error(505, f"Unsupported HTTP version ({version[:20]!r})")
+            return False
+        self.command, self.path, self.request_version = command, path, version
+        headers = Headers()
+        for count in range(MAX_HEADERS + 1):
+            line = self.rfile.readline(MAX_HEADER_LINE + 1)
+            if len(line) > MAX_HEADER_LINE:
+                self.send_error(431, "Header line too long")
+                return False
+            if line in (b"\r\n", b"\n", b""):
+                break
+            if count == MAX_HEADERS:
+                self.send_error(431, f"More than {MAX_HEADERS} headers")
+                return False
+            name, sep, value = line.decode("iso-8859-1").partition(":")
+            key = name.strip().lower()
+            if not sep or not key or " " in key:
+                self.send_error(400, "Bad header line")
+                return False
+            value = value.strip()
+            if key == "content-length" and key in headers and dict.get(headers, key) != value:
+                self.send_error(400, "Conflicting Content-Length headers")
+                return False
+            headers[key] = value
+        self.headers = headers  # type: ignore[assignment]
+        conn = str(headers.get("connection", "")).lower()
+        if conn == "close":
+            self.close_connection = True
+        elif conn == "keep-alive" or version == "HTTP/1.1":
+            self.close_connection = False
+        if str(headers.get("expect", "")).lower() == "100-continue" and version == "HTTP/1.1":
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        return True
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         log.debug("%s " + format, self.address_string(), *args)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -49,12 +50,16 @@ def request(
     conn: http.client.HTTPConnection | None = None,
 ) -> tuple[int, Any]:
     c = conn or http.client.HTTPConnection("127.0.0.1", agent.http_port, timeout=10)
-    headers = {"Content-Type": ctype} if body is not None else {}
-    c.request(method, path, body=body, headers=headers)
-    r = c.getresponse()
-    raw = r.read()
-    ct = r.getheader("Content-Type") or ""
-    return r.status, (json.loads(raw) if "json" in ct else raw.decode())
+    try:
+        headers = {"Content-Type": ctype} if body is not None else {}
+        c.request(method, path, body=body, headers=headers)
+        r = c.getresponse()
+        raw = r.read()
+        ct = r.getheader("Content-Type") or ""
+        return r.status, (json.loads(raw) if "json" in ct else raw.decode())
+    finally:
+        if conn is None:
+            c.close()
 
 
 def test_predict_single_batch_and_raw_match_the_in_process_api(served: Agent) -> None:
@@ -127,3 +132,46 @@ def test_fuzzed_predict_never_crashes_or_answers_5xx(served: Agent, body: bytes,
         assert isinstance(doc, dict) and doc["error"]
     # the agent keeps serving
     assert request(served, "GET", "/v1/health")[0] == 200
+
+
+def raw_exchange(agent: Agent, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", agent.http_port), timeout=5) as s:
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        chunks = []
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GARBAGE\r\n\r\n", b"400"),
+        (b"GET /v1/health HTTP/2.0\r\n\r\n", b"505"),
+        (b"POST /v1/predict HTTP/1.1\r\nno colon here\r\n\r\n", b"400"),
+        (b"POST /v1/predict HTTP/1.1\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcd", b"400"),
+        (b"GET /v1/health HTTP/1.1\r\n" + b"X-A: b\r\n" * 101 + b"\r\n", b"431"),
+        (b"GET /v1/health HTTP/1.1\r\nX: " + b"a" * 70000 + b"\r\n\r\n", b"431"),
+        (b"POST /v1/predict HTTP/1.1\r\n\r\n", b"411"),
+        (b"POST /v1/predict HTTP/1.0\r\nContent-Length: 2\r\n\r\n{}", b"400"),
+    ],
+)
+def test_malformed_http_gets_a_4xx_and_the_server_keeps_serving(
+    served: Agent, request_bytes: bytes, status: bytes
+) -> None:
+    answer = raw_exchange(served, request_bytes)
+    assert answer.split(b" ", 2)[1] == status, answer[:200]
+    assert request(served, "GET", "/v1/health")[0] == 200
+
+
+def test_pipelined_keep_alive_requests_on_one_socket(served: Agent) -> None:
+    body = json.dumps({"inputs": [0.1, 0.2, 0.3, 0.4]}).encode()
+    one = b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    one += b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    last = b"GET /v1/health HTTP/1.1\r\nConnection: close\r\n\r\n"
+    answer = raw_exchange(served, one * 3 + last)
+    assert answer.count(b"HTTP/1.1 200 OK") == 4 and answer.count(b'"label"') == 3
