@@ -122,6 +122,7 @@ class Controller:
         rules = list(alert_rules) if alert_rules is not None else load_rules(settings.section("fleet"))
         self.alerts = AlertEvaluator(self.store, rules, self._halt_for_alert, self.manifest_lookup)
         self.http: Optional[FleetHTTPServer] = None
+        self.series_cache = views.SeriesCache(self.store)
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._tick_lock = threading.Lock()
@@ -248,7 +249,7 @@ class Controller:
         return views.fleet_devices(self.store)
 
     def series(self, since_s: float = 600.0) -> list[dict[str, Any]]:
-        return views.series(self.store, since_s)
+        return self.series_cache.series(since_s)
 
     def events(self, limit: int = 100) -> list[dict[str, Any]]:
         return views.events(self.store, limit)

@@ -381,6 +381,18 @@ class Store:
         with self.begin() as conn:
             return [dict(r) for r in conn.execute(q).mappings().all()]
 
+    def latest_telemetry(self, since: float) -> dict[str, dict[str, Any]]:
+        """Per device: its newest window that ended after ``since`` (p95_ms, psi_max, drift, version)."""
+        tt = self.t["telemetry"]
+        newest = (
+            sa.select(sa.func.max(tt.c.id)).where(tt.c.window_end >= since).group_by(tt.c.device_id).scalar_subquery()
+        )
+        q = sa.select(tt.c.device_id, tt.c.version, tt.c.p95_ms, tt.c.psi_max, tt.c.drift, tt.c.window_end).where(
+            tt.c.id.in_(newest)
+        )
+        with self.begin() as conn:
+            return {r["device_id"]: dict(r) for r in conn.execute(q).mappings().all()}
+
     def telemetry_count(self) -> int:
         with self.begin() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(self.t["telemetry"])).scalar_one())

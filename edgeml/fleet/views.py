@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 from typing import Any, Optional
 
@@ -19,9 +20,7 @@ RECENT_S = 120.0
 def fleet_devices(store: Store, now: Optional[float] = None, recent_s: float = RECENT_S) -> list[dict[str, Any]]:
     """Every device (INTERFACES.md §4 ``/api/fleet``): state plus its latest p95, PSI and drift flag."""
     now = time.time() if now is None else now
-    latest: dict[str, dict[str, Any]] = {}
-    for r in store.telemetry_rows(since=now - recent_s, columns=("device_id", "p95_ms", "psi_max", "drift")):
-        latest[r["device_id"]] = r  # ascending id: the last one wins
+    latest = store.latest_telemetry(now - recent_s)
     out = []
     for d in store.devices():
         t = latest.get(d["device_id"], {})
@@ -89,6 +88,70 @@ def series(store: Store, since_s: float = 600.0, now: Optional[float] = None, po
             )
         out.append({"model": model, "version": version, "points": pts})
     return out
+
+
+class SeriesCache:
+    """:func:`series` for the dashboard's frequent polls: buckets of ``step`` seconds on absolute
+    time, filled incrementally (each telemetry row is read once), kept for ``keep_s``."""
+
+    def __init__(self, store: Store, step: float = 10.0, keep_s: float = 3600.0) -> None:
+        self.store = store
+        self.step = step
+        self.keep_s = keep_s
+        self.after_id = 0
+        self.buckets: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+        self.lock = threading.Lock()
+
+    def update(self, now: float) -> None:
+        start = now - self.keep_s
+        rows = self.store.telemetry_rows(
+            since=start, after_id=self.after_id, limit=200_000,
+            columns=("id", "model", "version", "window_end", "requests", "errors", "psi_max", "body"),
+        )
+        for r in rows:
+            self.after_id = max(self.after_id, r["id"])
+            if not r["model"] or not r["version"]:
+                continue
+            try:
+                lat = TelemetrySummary.from_dict({"latency": json.loads(r["body"])["summary"]["latency"]}).latency
+            except (SchemaError, KeyError, TypeError, ValueError):
+                continue
+            slot = self.buckets.setdefault((r["model"], r["version"]), {}).setdefault(
+                int(r["window_end"] // self.step), {"lat": None, "n": 0, "e": 0, "psi": None}
+            )
+            slot["lat"] = lat if slot["lat"] is None else slot["lat"] + lat
+            slot["n"] += r["requests"] or 0
+            slot["e"] += r["errors"] or 0
+            if r["psi_max"] is not None:
+                slot["psi"] = max(slot["psi"] or 0.0, r["psi_max"])
+        oldest = int(start // self.step)
+        for by_bucket in self.buckets.values():
+            for b in [b for b in by_bucket if b < oldest]:
+                del by_bucket[b]
+
+    def series(self, since_s: float, now: Optional[float] = None) -> list[dict[str, Any]]:
+        now = time.time() if now is None else now
+        if since_s > self.keep_s:
+            return series(self.store, since_s, now)
+        with self.lock:
+            self.update(now)
+            first = int((now - since_s) // self.step)
+            out = []
+            for (model, version), by_bucket in sorted(self.buckets.items()):
+                pts = [
+                    {
+                        "t": round((b + 1) * self.step, 3),
+                        "p95_ms": _finite(interpolated_quantile(s["lat"], 0.95)) if s["lat"] is not None else None,
+                        "psi_max": _finite(s["psi"]),
+                        "requests": s["n"],
+                        "error_rate": _finite(s["e"] / s["n"]) if s["n"] else None,
+                    }
+                    for b, s in sorted(by_bucket.items())
+                    if b >= first
+                ]
+                if pts:
+                    out.append({"model": model, "version": version, "points": pts})
+            return out
 
 
 def events(store: Store, limit: int = 100, device_id: Optional[str] = None) -> list[dict[str, Any]]:

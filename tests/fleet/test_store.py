@@ -111,3 +111,21 @@ def test_bad_urls_are_clear_errors(tmp_path) -> None:  # type: ignore[no-untyped
     with pytest.raises(FleetError) as info:
         Store("postgresql+psycopg://nobody:wrong@127.0.0.1:1/none")
     assert "cannot open the fleet store" in info.value.message and "wrong" not in info.value.message
+
+
+def test_latest_telemetry_and_series_views(store: Store) -> None:
+    from edgeml.fleet import views
+
+    now = time.time()
+    rows = [t_row("a", 1, ms=2.0, end=now - 30), t_row("a", 2, ms=8.0, end=now - 5),
+            t_row("b", 1, version="2.0.0", ms=4.0, end=now - 5), t_row("c", 1, end=now - 500)]
+    store.write_batch(telemetry=rows)
+    latest = store.latest_telemetry(now - 60)
+    assert set(latest) == {"a", "b"} and latest["a"]["p95_ms"] == pytest.approx(8.0, rel=0.3)
+    direct = views.series(store, 120, now)
+    cached = views.SeriesCache(store).series(120, now)
+    for got in (direct, cached):
+        by = {(s["model"], s["version"]): s["points"] for s in got}
+        assert set(by) == {("digits", "1.0.0"), ("digits", "2.0.0")}
+        assert sum(p["requests"] for p in by[("digits", "1.0.0")]) == 200
+        assert max(p["p95_ms"] for p in by[("digits", "1.0.0")]) == pytest.approx(8.0, rel=0.3)
