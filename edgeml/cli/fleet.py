@@ -263,27 +263,30 @@ def register(main: click.Group) -> None:
     @click.option("--shadow-first", is_flag=True,
                   help="First run the candidate as a shadow beside the active model (gate: shadow_agreement).")
     @click.option("--shadow-fraction", default=0.2, show_default=True, help="Share of requests the shadow sees.")
+    @click.option("--ab", "hold", is_flag=True,
+                  help="A/B: hold the first stage's split once its gates held for the soak (the rollout pauses); "
+                       "compare with `edgeml telemetry summary`, then `edgeml rollout resume`.")
     @store_option
     @json_option
     @pass_ctx
     def start(ctx: Context, name: str, version: str, target: str, stages: str, soak: str, min_devices: int,
               min_requests: int, gates: tuple[str, ...], confirm: str, shadow_first: bool, shadow_fraction: float,
-              store_url: Optional[str], as_json: bool) -> None:
+              hold: bool, store_url: Optional[str], as_json: bool) -> None:
         """Start rolling NAME VERSION out in stages (the running controller drives it).
 
         \b
         Cohorts are deterministic (hash of device and rollout). A stage advances when every
         gate held for the soak with the minimum sample; a failing gate halts the rollout, sends
         the cohort back to the previous version and raises an alert. One active rollout per
-        model name. Modes: canary = the first stage; rolling = the stages; A/B = pause at a
-        stage and compare with `edgeml telemetry summary`; shadow = --shadow-first.
+        model name. Modes: canary = the first stage; rolling = the stages; A/B = --ab (hold the
+        first split, compare with `edgeml telemetry summary`); shadow = --shadow-first.
         """
         from edgeml.fleet.engine import Engine, start_rollout
 
         store = _store(ctx, store_url)
         r = start_rollout(store, name, version, target=target, stages=stages, soak=soak, min_devices=min_devices,
                           min_requests=min_requests, gates=list(gates) or None, shadow_first=shadow_first,
-                          shadow_fraction=shadow_fraction, confirm=confirm)
+                          shadow_fraction=shadow_fraction, confirm=confirm, hold=hold)
         st = Engine(store, lambda *_: None).status(r)
         if as_json:
             echo_json(st)

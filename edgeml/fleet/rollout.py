@@ -136,6 +136,7 @@ class Rollout:
     healthy_since: Optional[float] = None
     confirm_s: float = 5.0
     failing_since: Optional[float] = None
+    hold: bool = False
     reason: str = ""
     history: list[dict[str, Any]] = field(default_factory=list)
     last_gates: list[dict[str, Any]] = field(default_factory=list)
@@ -198,6 +199,7 @@ def new_rollout(
     shadow_first: bool = False,
     shadow_fraction: float = 0.2,
     confirm: str | float = 5.0,
+    hold: bool = False,
     now: float,
     rollout_id: str | None = None,
 ) -> Rollout:
@@ -233,6 +235,7 @@ def new_rollout(
         shadow_fraction=shadow_fraction,
         soak_s=parse_duration(soak),
         confirm_s=parse_duration(confirm),
+        hold=hold,
         min_devices=min_devices,
         min_requests=min_requests,
         gates=[str(g) for g in parsed],
@@ -398,7 +401,12 @@ def step(rollout: Rollout, devices: Sequence[DeviceView], results: Sequence[Gate
         if r.healthy_since is None:
             r.healthy_since = now
             out.changed = True
-        if now - r.healthy_since >= r.soak_s:
+        if r.hold and r.stage_index == 0 and now - r.healthy_since >= r.soak_s:
+            # A/B: hold the split; `rollout resume` continues when the comparison is done
+            r.state, r.hold = PAUSED, False
+            _note(r, now, "held", f"stage 1 held at {r.stage_pct:g}% for an A/B comparison", gates=r.last_gates)
+            out.changed = True
+        elif now - r.healthy_since >= r.soak_s:
             _note(r, now, "stage_passed", f"stage {r.stage_index + 1} passed", gates=r.last_gates)
             if r.stage_index + 1 >= len(r.plan):
                 r.state, r.finished_at, r.reason = COMPLETED, now, "every stage passed"

@@ -206,3 +206,15 @@ def test_targets_and_joiners_get_what_their_bucket_says() -> None:
     inside = {j for j in joiners if bucket(r.id, j) <= r.cut}
     assert {j for j, v in got.items() if v == "2.0.0"} == inside
     assert 0.15 < len(inside) / len(joiners) < 0.5
+
+
+def test_ab_holds_the_first_split_until_promoted() -> None:
+    devices = fleet(10)
+    r = step(make(hold=True, soak=0), devices, [], 1000.0).rollout
+    converge(r, devices)
+    r = step(r, devices, OK, 1001.0).rollout
+    assert r.state == "paused" and r.stage_index == 0 and r.history[-1]["event"] == "held"
+    r = apply_command(r, "promote", 1002.0, devices).rollout
+    assert r.stage_index == 1
+    r = apply_command(r, "resume", 1003.0).rollout
+    assert r.state == "running"
