@@ -11,9 +11,12 @@ from tests.agent.modelkit import build_models
 
 
 @pytest.fixture(scope="session")
-def tiny_models(request: pytest.FixtureRequest) -> dict[str, Path]:
-    """name -> .tflite: good1, good2, good3 (3-class softmax on 4 features), nan_when_negative."""
-    return build_models(Path(request.config.cache.mkdir("edgeml-agent-models")))
+def tiny_models(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """name -> model file: good1, good2, good3 (3-class softmax on 4 features), nan_when_negative,
+    big (~1 MB), logreg (ONNX). Cached in pytest's cache folder when the cache plugin is on."""
+    cache = getattr(request.config, "cache", None)
+    folder = cache.mkdir("edgeml-agent-models") if cache is not None else tmp_path_factory.mktemp("agent-models")
+    return build_models(Path(folder))
 
 
 def agent_config(tmp_path: Path, broker_url: str, **kw: Any) -> Any:
