@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
 from edgeml.cli import main
@@ -108,6 +109,7 @@ def test_serve_runs_the_controller_until_sigterm(tmp_path: Path, shared_broker: 
     assert "stopping the controller" in out
 
 
+@pytest.mark.slow
 def test_simulate_runs_real_agents_for_a_while(tmp_path: Path, shared_broker: Any) -> None:
     from edgeml.release.keys import init_keys
     from edgeml.settings import load_settings

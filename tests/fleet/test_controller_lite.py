@@ -142,3 +142,23 @@ def test_offline_device_returning_converges_and_operator_commands(tmp_path: Path
     finally:
         c.stop()
         devs.stop()
+
+
+def test_the_controller_on_postgresql(tmp_path: Path, shared_broker, pg_url: str) -> None:  # type: ignore[no-untyped-def]
+    import uuid
+
+    topics = Topics("lite-pg")
+    devs = LiteFleet(shared_broker.url, topics, 12, telemetry_interval=0.3, update_delay=0.05,
+                     profiles={"3.0.0": LiteProfile(latency_ms=6.0)}).start()
+    c = controller(tmp_path, shared_broker.url, "lite-pg", store_url=pg_url, store_prefix=f"c{uuid.uuid4().hex[:8]}_")
+    try:
+        assert wait_for(lambda: len(c.store.device_views()) == 12, 10)
+        c.start_rollout("digits", "2.0.0", stages="25,100", soak="0.5s", min_devices=2, min_requests=50)
+        assert wait_for(lambda: c.rollout_status("digits")["state"] == "completed", 40), c.rollout_status("digits")
+        c.start_rollout("digits", "3.0.0", stages="25,100", soak="30s", min_devices=2, min_requests=50, confirm=1)
+        assert wait_for(lambda: c.rollout_status("digits")["state"] == "halted", 40), c.rollout_status("digits")
+        assert wait_for(lambda: set(devs.versions().values()) == {"2.0.0"}, 10)
+    finally:
+        c.stop()
+        devs.stop()
+        c.store.drop_all()
