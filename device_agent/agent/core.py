@@ -216,7 +216,8 @@ class Agent:
         return self
 
     def stop(self) -> None:
-        """Stop serving and threads; the last telemetry window is spooled (sent on next start)."""
+        """Stop serving and threads; report the device offline (retained state); the last
+        telemetry window is spooled (sent on the next start)."""
         self._stop.set()
         self._kick.set()
         if self.http is not None:
@@ -228,7 +229,12 @@ class Agent:
         self._threads = []
         self.updates.close()
         if self.transport is not None:
-            self._publish_state()
+            # a clean disconnect sends no last will: say "offline" ourselves (briefly waiting for the ack)
+            info = self.transport.publish(
+                self.topics.state(self.cfg.device_id), self.reported_state(online=False).to_json(), qos=1, retain=True
+            )
+            if self.transport.connected.is_set():
+                wait_acked(info, 2.0)
             self.transport.stop()
         if self.audit is not None:
             self.audit.flush()
@@ -497,7 +503,7 @@ class Agent:
         )
 
     def _publish_state(self) -> None:
-        if self.transport is not None:
+        if self.transport is not None and not self._stop.is_set():
             self.transport.publish(
                 self.topics.state(self.cfg.device_id), self.reported_state().to_json(), qos=1, retain=True
             )

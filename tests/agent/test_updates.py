@@ -66,7 +66,9 @@ def test_follows_newest_release_reports_state_events_and_telemetry(
         assert telemetry[0].model == "tiny" and telemetry[0].summary.latency.count >= 1
     finally:
         agent.stop()
-    # a clean stop leaves the retained state; a crash would leave the last will (online=False)
+    # a clean stop reports the device offline (a crash leaves the same through the last will)
+    last = watcher.wait_for(lambda: [s for s in watcher.of("state") if not s.online], what="offline state")[-1]
+    assert last.version == "2.0.0" and last.device_id == "dev-t1"
 
 
 def test_broker_restarted_mid_download_resumes_and_completes(
