@@ -262,3 +262,91 @@ def test_shadow_runs_beside_the_active_model(tmp_path: Path, broker: Any, pub: P
         assert all(0 <= (t.summary.shadow.agreement or 0) <= 1 for t in tel if t.summary.shadow)
     finally:
         agent.stop()
+
+
+class Faulty:
+    """A runtime_wrapper fault: slow or failing inference for one version (the simulator's hook)."""
+
+    def __init__(self, inner: Any, kind: str) -> None:
+        self.inner, self.kind, self.name = inner, kind, inner.name
+        self.calls = 0
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        if self.calls > 5:  # golden vectors pass; live traffic does not
+            if self.kind == "error":
+                raise RuntimeError("delegate crashed")
+            time.sleep(0.08)
+        return self.inner.run(x)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+@pytest.mark.parametrize(("kind", "why"), [("error", "error rate"), ("slow", "p95 latency")])
+def test_errors_or_slowness_in_probation_roll_back(
+    kind: str, why: str, tmp_path: Path, broker: Any, pub: Publisher, watcher: Watcher
+) -> None:
+    pub.publish("good1", "1.0.0")
+
+    def wrapper(rt: Any, manifest: Any) -> Any:
+        return Faulty(rt, kind) if manifest.version == "2.0.0" else rt
+
+    cfg = agent_config(
+        tmp_path,
+        broker.url,
+        model="tiny",
+        trusted_root=pub.root,
+        update_timeout=3.0,
+        probation_requests=10,
+        probation_seconds=30.0,
+    )
+    agent = Agent(cfg, runtime_wrapper=wrapper).start()
+    try:
+        wait_until(lambda: agent.status()["update_state"] == "probation", what="1.0.0 probation")
+        for _ in range(10):
+            agent.predict(X)
+        watcher.wait_for(lambda: at(agent, "1.0.0"), what="1.0.0 committed")
+        pub.publish("good2", "2.0.0")
+        watcher.wait_for(lambda: at(agent, "2.0.0", "probation"), what="2.0.0 probation")
+        answers = [agent.predict(X).version for _ in range(12)]
+        assert set(answers) <= {"1.0.0", "2.0.0"}  # every request answered (fallback on errors)
+        ev = watcher.wait_for(lambda: [e for e in watcher.events() if e.event == "probation_failed"], what="rb")[0]
+        assert why in ev.reason and ev.version == "2.0.0"
+        wait_until(lambda: at(agent, "1.0.0", "rolled_back"), what="back on 1.0.0")
+    finally:
+        agent.stop()
+
+
+def test_no_request_fails_while_the_model_switches(
+    tmp_path: Path, broker: Any, pub: Publisher, watcher: Watcher
+) -> None:
+    pub.publish("good1", "1.0.0")
+    agent = start_agent(tmp_path, broker, pub)
+    seen: list[str] = []
+    failures: list[BaseException] = []
+    stop = threading.Event()
+
+    def traffic() -> None:
+        while not stop.is_set():
+            try:
+                seen.append(agent.predict(X).version)
+            except BaseException as exc:  # noqa: BLE001 - any failure fails the test
+                failures.append(exc)
+
+    threads = [threading.Thread(target=traffic) for _ in range(3)]
+    try:
+        watcher.wait_for(lambda: at(agent, "1.0.0"), what="1.0.0")
+        for t in threads:
+            t.start()
+        pub.publish("good2", "2.0.0")
+        watcher.wait_for(lambda: at(agent, "2.0.0"), what="2.0.0")
+        stop.set()
+        for t in threads:
+            t.join()
+        assert failures == []
+        assert "1.0.0" in seen and "2.0.0" in seen
+        assert seen.index("2.0.0") > 0 and "1.0.0" not in seen[len(seen) - 100 :]
+    finally:
+        stop.set()
+        agent.stop()
