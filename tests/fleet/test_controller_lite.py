@@ -162,3 +162,26 @@ def test_the_controller_on_postgresql(tmp_path: Path, shared_broker, pg_url: str
         c.stop()
         devs.stop()
         c.store.drop_all()
+
+
+def test_alert_with_auto_rollback_halts_the_rollout(tmp_path: Path, shared_broker) -> None:  # type: ignore[no-untyped-def]
+    from edgeml.fleet.alerts import AlertRule
+
+    topics = Topics("lite-alert")
+    devs = LiteFleet(shared_broker.url, topics, 10, telemetry_interval=0.3, update_delay=0.05,
+                     profiles={"2.0.0": LiteProfile(error_rate=0.3)}).start()
+    rule = AlertRule("error_rate", "error_rate", ">", 0.05, window_s=30, min_requests=50,
+                     actions=("log", "auto_rollback"))
+    c = controller(tmp_path, shared_broker.url, "lite-alert", alert_rules=[rule])
+    try:
+        assert wait_for(lambda: len(c.store.device_views()) == 10, 10)
+        # the gates do not look at errors here: the alert rule is what stops it
+        c.start_rollout("digits", "2.0.0", stages="30,100", soak="60s", min_devices=2, min_requests=50,
+                        gates=["update_failures<=0"])
+        assert wait_for(lambda: c.rollout_status("digits")["state"] == "halted", 30), c.rollout_status("digits")
+        assert c.rollout_status("digits")["reason"].startswith("alert error_rate: digits 2.0.0")
+        assert wait_for(lambda: set(devs.versions().values()) == {"1.0.0"}, 10)
+        assert any(a["rule"] == "error_rate" and a["version"] == "2.0.0" for a in c.store.alerts())
+    finally:
+        c.stop()
+        devs.stop()
