@@ -48,7 +48,7 @@ class DemoConfig:
     seed: int = 0
     stages: tuple[float, ...] = (10.0, 50.0, 100.0)
     soak_s: float = 10.0
-    telemetry_interval: float = 1.0
+    telemetry_interval: float = 5.0
     request_rate: float = 40.0
     slow_factor: float = 6.0
     min_requests: int = 100

@@ -123,6 +123,8 @@ def register(main: click.Group) -> None:
     @click.option("--stages", default="10,50,100", show_default=True, help="Rollout stages of v2 and v3, in percent.")
     @click.option("--rate", type=click.FloatRange(1, 500), default=40.0, show_default=True,
                   help="Requests per second each simulated device serves (held-out digits).")
+    @click.option("--telemetry-interval", type=click.FloatRange(0.5, 60), default=5.0, show_default=True,
+                  help="Seconds per telemetry window on every device (longer windows: steadier PSI per device).")
     @click.option("--slow-factor", type=float, default=6.0, show_default=True,
                   help="How much slower v3 runs on the devices (the simulator's slow-model fault).")
     @click.option("--port", type=click.IntRange(0, 65535), default=0,
@@ -137,8 +139,9 @@ def register(main: click.Group) -> None:
     @json_option
     @pass_ctx
     def demo_cmd(
-        ctx: Context, devices: int, epochs: int, soak: str, stages: str, rate: float, slow_factor: float, port: int,
-        broker_kind: str, demo_home: Optional[str], models_from: Optional[str], keep_running: bool, as_json: bool,
+        ctx: Context, devices: int, epochs: int, soak: str, stages: str, rate: float, telemetry_interval: float,
+        slow_factor: float, port: int, broker_kind: str, demo_home: Optional[str], models_from: Optional[str],
+        keep_running: bool, as_json: bool,
     ) -> None:
         """Run the whole story end to end, with nothing to set up by hand.
 
@@ -161,9 +164,9 @@ def register(main: click.Group) -> None:
         home = Path(demo_home or ctx.home or default_home())
         config = DemoConfig(
             home=home, devices=devices, epochs=epochs, soak_s=parse_duration(soak),
-            stages=tuple(parse_stages(stages)), request_rate=rate, slow_factor=slow_factor, http_port=port,
-            broker=ctx.broker,
-            broker_kind=broker_kind, fleet=ctx.fleet or "demo", keep_running=keep_running,
+            stages=tuple(parse_stages(stages)), request_rate=rate, telemetry_interval=telemetry_interval,
+            slow_factor=slow_factor, http_port=port, broker=ctx.broker, broker_kind=broker_kind,
+            fleet=ctx.fleet or "demo", keep_running=keep_running,
             models_from=Path(models_from) if models_from else None,
         )
         config.validate()

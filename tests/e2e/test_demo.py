@@ -19,7 +19,7 @@ import pytest
 from edgeml.demo import V1, V2, V3, RolloutSummary, check_outcome, stage_log
 
 EDGEML = str(Path(sys.executable).with_name("edgeml"))
-REDUCED = ["--devices", "6", "--epochs", "3", "--soak", "2s", "--rate", "80"]
+REDUCED = ["--devices", "6", "--epochs", "3", "--soak", "2s", "--rate", "80", "--telemetry-interval", "2"]
 
 
 def _listening(url: str) -> bool:
