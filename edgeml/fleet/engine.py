@@ -143,7 +143,11 @@ class Engine:
         devices = self.store.device_views()
         self._apply_commands(devices, now)
         steps = []
-        for r in self.store.rollouts(states=ACTIVE):
+        active = self.store.rollouts(states=ACTIVE)
+        live = {r.id for r in active}
+        for key in [k for k in self._acc if k[0] not in live]:
+            del self._acc[key]  # a finished rollout's aggregates
+        for r in active:
             try:
                 steps.append(self._step(r, devices, now))
             except EdgemlError as exc:
