@@ -462,6 +462,7 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=ROOT / ".edgeml" / "bench-agent", help="scratch folder (cached)")
     ap.add_argument("--seconds", type=float, default=5.0, help="wrk duration per server")
     ap.add_argument("--skip-venv", action="store_true", help="skip the fresh device-venv size check")
+    ap.add_argument("--only-http", action="store_true", help="only the HTTP comparison (quick re-runs)")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
@@ -477,12 +478,13 @@ def main() -> int:
     try:
         digits_model, digits_manifest = digits_variant(work, args.convert_dir)
         large_model, large_manifest = large_variant(work)
-        log("in-process predict vs bare invoke...")
-        res["inproc_digits"] = bench_in_process(digits_model, digits_manifest, broker.url, work)
-        res["inproc_large"] = bench_in_process(large_model, large_manifest, broker.url, work)
+        if not args.only_http:
+            log("in-process predict vs bare invoke...")
+            res["inproc_digits"] = bench_in_process(digits_model, digits_manifest, broker.url, work)
+            res["inproc_large"] = bench_in_process(large_model, large_manifest, broker.url, work)
         log("HTTP under wrk -c8 (seed design, minimal server, agent)...")
         res["http"] = bench_http(digits_model, digits_manifest, broker.url, work, args.seconds)
-        if not args.skip_venv:
+        if not args.skip_venv and not args.only_http:
             res["venv"] = venv_size(work)
     finally:
         broker.stop()
@@ -490,20 +492,21 @@ def main() -> int:
     if args.json:
         print(json.dumps(res, indent=2))
         return 0
-    d, lg, h = res["inproc_digits"], res["inproc_large"], res["http"]
+    h = res["http"]
     print(
         f"edgeml device agent benchmark ({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; "
         f"digits variant {digits_model.name})"
     )
-    print("\nin-process predict vs bare LiteRT invoke (same model, best of interleaved rounds)")
-    for name, r, target in (
-        ("digits CNN", d, TARGETS["predict_ratio_digits"]),
-        ("larger conv net", lg, TARGETS["predict_ratio_large"]),
-    ):
-        print(
-            f"  {name:16} bare {r['bare_us']:9.1f} us   agent {r['agent_us']:9.1f} us   "
-            f"ratio {r['ratio']:5.2f}x  (target <= {target}x) {verdict(r['ratio'] <= target)}"
-        )
+    if "inproc_digits" in res:
+        print("\nin-process predict vs bare LiteRT invoke (same model, best of interleaved rounds)")
+        for name, r, target in (
+            ("digits CNN", res["inproc_digits"], TARGETS["predict_ratio_digits"]),
+            ("larger conv net", res["inproc_large"], TARGETS["predict_ratio_large"]),
+        ):
+            print(
+                f"  {name:16} bare {r['bare_us']:9.1f} us   agent {r['agent_us']:9.1f} us   "
+                f"ratio {r['ratio']:5.2f}x  (target <= {target}x) {verdict(r['ratio'] <= target)}"
+            )
     print(
         f"\nHTTP POST /v1/predict, one digits sample, wrk -t2 -c8 keep-alive "
         f"(seed {args.seconds:g}s; minimal and agent alternating, best of 3 runs)"

@@ -44,6 +44,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(cfg.log_level, getattr(args, "debug", False))
     from device_agent.agent.core import Agent
 
+    # request threads, the telemetry/audit thread and MQTT share one interpreter: switching
+    # threads every 1 ms (not 5) keeps a background flush from holding a request's answer back
+    sys.setswitchinterval(0.001)
     agent = Agent(cfg)
     done = threading.Event()
 

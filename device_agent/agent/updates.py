@@ -148,6 +148,11 @@ class UpdateDriver:
             wait = self.cfg.update_check_interval
             try:
                 wait = self.drive()
+            except ConfigError as exc:  # e.g. no trusted root: retrying soon will not help
+                if a.last_error != exc.message:
+                    log.warning("updates disabled: %s (%s)", exc.message, exc.hint)
+                    a.emit("updates_disabled", reason=exc.message)
+                a.last_error = exc.message
             except AgentError as exc:
                 a.last_error = exc.message
                 log.warning("update step failed: %s", exc.message)
