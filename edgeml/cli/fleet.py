@@ -281,9 +281,11 @@ def register(main: click.Group) -> None:
         model name. Modes: canary = the first stage; rolling = the stages; A/B = --ab (hold the
         first split, compare with `edgeml telemetry summary`); shadow = --shadow-first.
         """
+        from edgeml.fleet.controller import check_published
         from edgeml.fleet.engine import Engine, start_rollout
 
         store = _store(ctx, store_url)
+        check_published(ctx.settings, name, version)
         r = start_rollout(store, name, version, target=target, stages=stages, soak=soak, min_devices=min_devices,
                           min_requests=min_requests, gates=list(gates) or None, shadow_first=shadow_first,
                           shadow_fraction=shadow_fraction, confirm=confirm, hold=hold)

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Optional
 
 from device_agent.protocol import DesiredState, ModelManifest, Topics
-from edgeml.errors import EdgemlError
+from edgeml.errors import EdgemlError, UsageError
 from edgeml.fleet import views
 from edgeml.fleet.alerts import AlertEvaluator, AlertRule, load_rules
 from edgeml.fleet.collector import Collector
@@ -81,6 +81,27 @@ def refresh_timestamp_if_due(settings: Settings, broker_url: str, now: Optional[
     repo.refresh_timestamp()
     release_broker.push(repo, broker_url, topics=Topics(settings.fleet))
     return True
+
+
+def check_published(settings: Settings, name: str, version: str) -> None:
+    """Refuse to roll out a version the local repository does not hold (when there is one here).
+    Raises UsageError."""
+    if not (settings.repo_dir / "metadata").is_dir():
+        return  # the repository lives elsewhere: the devices will say if it is missing
+    try:
+        from edgeml.release.repo import Repository
+
+        versions = [r.get("version") for r in Repository(settings).releases(name)]
+    except Exception as exc:  # noqa: BLE001 - an unreadable repository is not this command's to judge
+        log.debug("cannot list releases: %s", exc)
+        return
+    if version not in versions:
+        raise UsageError(
+            f"{name} {version} is not published in {settings.repo_dir}"
+            + (f" (published: {', '.join(str(v) for v in versions)})" if versions else ""),
+            hint=f"publish it first (`edgeml publish ... --name {name} --version {version}`) or check "
+            f"`edgeml releases ls {name}`",
+        )
 
 
 class Controller:
@@ -225,6 +246,7 @@ class Controller:
     def start_rollout(self, model: str, version: str, **options: Any) -> dict[str, Any]:
         """Create a rollout; the engine drives it from the next tick. Returns its status.
         Raises UsageError for bad options and FleetError when the model already has an active one."""
+        check_published(self.settings, model, version)
         r = self.engine.start_rollout(model, version, **options)
         if self.collector is not None:
             self.tick()

@@ -93,3 +93,9 @@ def test_timestamp_is_resigned_before_it_expires(tmp_path: Path, shared_broker: 
     soon = expires - timedelta(minutes=1)
     assert refresh_timestamp_if_due(settings, shared_broker.url, now=soon.astimezone(timezone.utc)) is True
     assert Repository(settings).status()["timestamp"]["version"] == before + 1
+    # with a repository here, only published versions can be rolled out
+    from edgeml.fleet.controller import check_published
+
+    with pytest.raises(UsageError) as info:
+        check_published(settings, "digits", "9.9.9")
+    assert "not published" in info.value.message and "releases ls digits" in info.value.hint
