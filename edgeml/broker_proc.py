@@ -12,6 +12,7 @@ The Mosquitto configuration never drops QoS 1 messages for a slow subscriber (th
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -138,13 +139,43 @@ class MosquittoProcess(PrivateBroker):
 
 
 class EmbeddedBroker(PrivateBroker):
-    """The embedded Python broker (``edgeml broker run``), in a thread of this process."""
+    """The embedded Python broker (``edgeml broker run``), in a thread of this process. With a
+    ``workdir``, its log (amqtt's and its event loop's) goes to ``workdir/embedded-broker.log``
+    instead of this process's stderr, as Mosquitto's goes to ``mosquitto.log``."""
 
     kind = "embedded"
+    LOGGERS = ("amqtt", "asyncio", "transitions")
 
-    def __init__(self, port: Optional[int] = None) -> None:
+    def __init__(self, port: Optional[int] = None, workdir: Optional[Path] = None) -> None:
         super().__init__("127.0.0.1", port or free_port())
         self._handle: Any = None
+        self.workdir = Path(workdir) if workdir is not None else None
+        self.log_path = self.workdir / "embedded-broker.log" if self.workdir is not None else None
+        self._log_handler: Optional[logging.Handler] = None
+        self._saved: list[tuple[logging.Logger, bool]] = []
+
+    def _redirect_logs(self) -> None:
+        if self.log_path is None:
+            return
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(self.log_path)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        self._log_handler = handler
+        for name in self.LOGGERS:
+            logger = logging.getLogger(name)
+            self._saved.append((logger, logger.propagate))
+            logger.addHandler(handler)
+            logger.propagate = False
+
+    def _restore_logs(self) -> None:
+        handler, self._log_handler = self._log_handler, None
+        for logger, propagate in self._saved:
+            if handler is not None:
+                logger.removeHandler(handler)
+            logger.propagate = propagate
+        self._saved = []
+        if handler is not None:
+            handler.close()
 
     def start(self, timeout: float = 15.0) -> None:
         """Start it; raises UsageError when the embedded broker is unavailable or does not listen."""
@@ -155,6 +186,7 @@ class EmbeddedBroker(PrivateBroker):
                 "no MQTT broker: mosquitto is not installed and the embedded broker is unavailable",
                 hint="install mosquitto (apt-get install mosquitto) or pass --broker mqtt://HOST:PORT",
             ) from exc
+        self._redirect_logs()
         self._handle = start_embedded_broker(host=self.host, port=self.port)
         if not wait_listening(self.host, self.port, timeout):
             self.stop()
@@ -162,8 +194,11 @@ class EmbeddedBroker(PrivateBroker):
 
     def stop(self) -> None:
         handle, self._handle = self._handle, None
-        if handle is not None:
-            handle.stop()
+        try:
+            if handle is not None:
+                handle.stop()
+        finally:
+            self._restore_logs()
 
 
 def start_private_broker(workdir: Path, prefer: str = "auto") -> PrivateBroker:
@@ -177,6 +212,6 @@ def start_private_broker(workdir: Path, prefer: str = "auto") -> PrivateBroker:
     elif prefer == "mosquitto":
         raise UsageError("mosquitto is not installed", hint="apt-get install mosquitto, or use --broker-kind embedded")
     else:
-        broker = EmbeddedBroker()
+        broker = EmbeddedBroker(workdir=Path(workdir) / "embedded")
     broker.start()
     return broker

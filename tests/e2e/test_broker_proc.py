@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
@@ -62,6 +63,9 @@ def test_embedded_broker_carries_messages_and_stops(tmp_path: Path) -> None:
     try:
         assert broker.kind == "embedded"
         assert _roundtrip(broker.host, broker.port) == b"hello"
+        assert (tmp_path / "embedded" / "embedded-broker.log").is_file()
+        assert logging.getLogger("amqtt").propagate is False
     finally:
         broker.stop()
     assert not wait_listening(broker.host, broker.port, 0.5)
+    assert logging.getLogger("amqtt").propagate is True, "the broker's log redirection outlived it"
