@@ -1,8 +1,8 @@
 """The main job end to end, on embedded defaults (``edgeml demo``).
 
-1. a private broker (Mosquitto on a free port, else the embedded one);
-2. train the digits CNN twice (v1, and v2 retrained with another seed), convert both, keep the
-   selected variant of each;
+1. train the digits CNN twice (v1, and v2 retrained with another seed) and convert both, in a
+   child process (:mod:`edgeml.demo_models`), keeping the selected variant of each;
+2. a private broker (Mosquitto on a free port, else the embedded one);
 3. keys, publish v1; a fleet controller with its dashboard; a simulated fleet of real agents fed
    with held-out digits; roll v1 out;
 4. publish v2 and roll it out in stages gated on telemetry, to 100%;
@@ -13,7 +13,8 @@
 
 Everything lives in one project home; everything started here is stopped on exit or Ctrl-C.
 All training happens before the fleet starts, so the gates never judge latencies measured while
-TensorFlow was eating the CPU.
+TensorFlow was eating the CPU. The fleet is read back through the controller's JSON API (the
+dashboard's), so the summary shows what the dashboard shows.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ TERMINAL = ("completed", "halted", "aborted")
 
 @dataclass
 class DemoConfig:
-    """Knobs of the demo. The defaults are the full story (about five minutes on two cores)."""
+    """Knobs of the demo. The defaults are the full story (about two minutes on two cores)."""
 
     home: Path
     devices: int = 20
