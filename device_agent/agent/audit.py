@@ -4,11 +4,11 @@ background flush serialises and writes."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
 import time
+from hashlib import sha256
 from pathlib import Path
 from typing import Any, Optional
 
@@ -59,10 +59,15 @@ class AuditLog:
                     enc = named.get(id(names))
                     if enc is None:
                         enc = named[id(names)] = [json.dumps(str(nm)) for nm in names]
-                    cls = classes_all[start:stop]
-                    labels = "[" + ",".join(enc[c] if c < len(enc) else f'"{c}"' for c in cls) + "]"
-                    conf = "[" + ",".join(f"{c:.6g}" for c in conf_all[start:stop]) + "]"
-                digest = hashlib.sha256(np.ascontiguousarray(x).data).hexdigest()[:32]
+                    if stop == start + 1:  # one sample: no joins
+                        c = classes_all[start]
+                        labels = "[" + (enc[c] if c < len(enc) else json.dumps(str(c))) + "]"
+                        conf = f"[{conf_all[start]:.6g}]"
+                    else:
+                        cls = classes_all[start:stop]
+                        labels = "[" + ",".join(enc[c] if c < len(enc) else f'"{c}"' for c in cls) + "]"
+                        conf = "[" + ",".join(f"{c:.6g}" for c in conf_all[start:stop]) + "]"
+                digest = sha256(x.data if x.flags.c_contiguous else np.ascontiguousarray(x).data).hexdigest()[:32]
                 lines.append(
                     f'{{"ts":{ts:.6f},"request_id":"{self.prefix}-{n}","version":{v},"input_sha256":"{digest}",'
                     f'"prediction":{labels},"confidence":{conf},"latency_ms":{ms:.4f}}}'

@@ -37,7 +37,7 @@ from device_agent.errors import AgentError, DataError, SchemaError
 from device_agent.protocol.manifest import ReferenceProfile
 from device_agent.protocol.messages import DesiredState, Event, ReportedState, Telemetry, TelemetrySummary
 from device_agent.protocol.topics import Topics
-from device_agent.serving.inputs import InputError, check_batch
+from device_agent.serving.inputs import InputError, all_finite, check_batch
 from device_agent.transport.mqtt import MqttTransport, wait_acked
 
 log = logging.getLogger("edgeml.agent")
@@ -48,13 +48,8 @@ log = logging.getLogger("edgeml.agent")
 PAUSE_ENV = "EDGEML_AGENT_PAUSE_IN"
 
 _F32 = np.dtype(np.float32)
-_add = np.add.reduce
-
-
-def _finite(a: np.ndarray) -> bool:
-    """All values finite? One reduction in the common case; exact check only if the sum is not."""
-    s = float(_add(a, axis=None))
-    return s - s == 0.0 or bool(np.isfinite(a).all())
+_perf = time.perf_counter
+_finite = all_finite
 
 
 class NotReady(AgentError):
@@ -185,7 +180,6 @@ class Agent:
         self.record = sm.UpdateRecord()
         self.last_error: Optional[str] = None
         self.lifetime = TelemetrySummary()
-        self.first_prediction_at: Optional[float] = None
         self._ids = itertools.count(1)
         self._stop = threading.Event()
         self._kick = threading.Event()
@@ -389,40 +383,43 @@ class Agent:
         return self._run(model, batch, single)
 
     def _run(self, model: LoadedModel, batch: np.ndarray, single: bool) -> Prediction:
-        t0 = time.perf_counter()
-        error: Optional[str] = None
-        nonfinite = False
+        t0 = _perf()
         try:
             y = model.runtime.run(batch)
-            if not _finite(y):
-                nonfinite = True
-                error = "the model produced NaN or infinite outputs"
         except Exception as exc:  # noqa: BLE001 - any runtime failure is counted, never crashes the agent
-            error = str(exc)
-            y = None
-        ms = (time.perf_counter() - t0) * 1000.0
+            return self._failed(model, batch, single, str(exc), False, (_perf() - t0) * 1000.0)
+        ms = (_perf() - t0) * 1000.0
+        if not _finite(y):
+            return self._failed(model, batch, single, "the model produced NaN or infinite outputs", True, ms)
+        prob = self.probation
+        if prob is not None and model is self.active:
+            prob.observe(ms)
+        n = next(self._ids)
+        out = y if model.classify else None
+        self.window.record(batch, out, ms)
+        if self.shadow is not None:
+            shadow = self.shadow
+            if shadow is not None and random.random() < shadow.fraction:
+                self._run_shadow(shadow, batch, out)
+        audit = self.audit
+        if audit is not None:
+            audit.record(n, model.version, batch, out, ms, model.labels)
+        return Prediction(y, model.version, ms, single, model.labels, model.classify, n, self._boot)
+
+    def _failed(
+        self, model: LoadedModel, batch: np.ndarray, single: bool, error: str, nonfinite: bool, ms: float
+    ) -> Prediction:
+        """A failed call: counted, reported to probation; during probation the previous model
+        answers. Raises PredictError otherwise."""
         prob = self.probation
         if prob is not None and model is self.active:
             prob.observe(ms, error, nonfinite)
-        if error is not None:
-            self.window.record_error(ms, nonfinite)
-            fb = self.fallback
-            if fb is not None and fb is not model and prob is not None:
-                self.kick()
-                return self._run(fb, batch, single)
-            raise PredictError(f"{model.name} {model.version}: {error}", hint="the agent keeps serving; see events")
-        assert y is not None
-        n = next(self._ids)
-        classify = model.classify
-        self.window.record(batch, y if classify else None, ms)
-        shadow = self.shadow
-        if shadow is not None and random.random() < shadow.fraction:
-            self._run_shadow(shadow, batch, y if classify else None)
-        if self.audit is not None:
-            self.audit.record(n, model.version, batch, y if classify else None, ms, model.labels)
-        if self.first_prediction_at is None:
-            self.first_prediction_at = time.time()
-        return Prediction(y, model.version, ms, single, model.labels, classify, n, self._boot)
+        self.window.record_error(ms, nonfinite)
+        fb = self.fallback
+        if fb is not None and fb is not model and prob is not None:
+            self.kick()
+            return self._run(fb, batch, single)
+        raise PredictError(f"{model.name} {model.version}: {error}", hint="the agent keeps serving; see events")
 
     def _run_shadow(self, shadow: Shadow, batch: np.ndarray, active_y: Optional[np.ndarray]) -> None:
         t0 = time.perf_counter()
