@@ -350,3 +350,32 @@ def test_no_request_fails_while_the_model_switches(
     finally:
         stop.set()
         agent.stop()
+
+
+def test_starts_and_serves_without_a_broker_then_reports_once_it_is_up(
+    tmp_path: Path, broker: Any, tiny_models: dict[str, Path], watcher: Watcher
+) -> None:
+    from tests.agent.modelkit import make_manifest, write_manifest
+
+    manifest = write_manifest(tiny_models["good1"], make_manifest(tiny_models["good1"], version="1.0.0"))
+    broker.stop()
+    cfg = agent_config(
+        tmp_path,
+        broker.url,
+        bootstrap_model=tiny_models["good1"],
+        bootstrap_manifest=manifest,
+        telemetry_interval=0.2,
+        spool_max_windows=3,
+    )
+    agent = Agent(cfg).start()
+    try:
+        assert agent.predict(X).version == "1.0.0"  # serving does not wait for the network
+        wait_until(lambda: agent.spool.dropped >= 2, what="spool full: oldest windows dropped")
+        broker.start()
+        tel = watcher.wait_for(lambda: [t for t in watcher.of("telemetry") if t.dropped >= 2], what="drop reported")
+        seqs = [t.seq for t in watcher.of("telemetry")]
+        assert seqs[0] >= tel[0].dropped  # the dropped windows are the oldest ones
+        assert seqs == sorted(seqs)
+        watcher.wait_for(lambda: [s for s in watcher.of("state") if s.online and s.version == "1.0.0"], what="state")
+    finally:
+        agent.stop()
