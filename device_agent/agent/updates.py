@@ -39,6 +39,7 @@ class UpdateDriver:
         # test/simulator hook: called with (done, total) bytes while a download runs
         self.on_progress: Optional[Callable[[int, int], None]] = None
         self._shadow_failed: set[str] = set()
+        self._desired_key: Optional[str] = None
 
     # ------------------------------------------------------------------ updater
     def provision_root(self) -> None:
@@ -261,6 +262,7 @@ class UpdateDriver:
         if want is None:
             return
         name, version = want
+        self._forget_refusals_on_new_desired(f"{name}@{version}")
         active = a.active
         if active is not None and (active.name, active.version) == (name, version):
             a.last_error = None if a.record.state != sm.ROLLED_BACK else a.last_error
@@ -319,6 +321,18 @@ class UpdateDriver:
             download_path=None,
             mode="update",
         )
+
+    def _forget_refusals_on_new_desired(self, key: str) -> None:
+        """When the controller names a different target than before, earlier refusals (failed or
+        rolled-back versions) are forgotten: asking for one of them again later is a deliberate
+        retry. Following the newest release (no controller) keeps them, or it would loop."""
+        a = self.agent
+        if a.desired is None:
+            return
+        if self._desired_key is not None and key != self._desired_key and a.record.refused:
+            a.record.refused = {k: v for k, v in a.record.refused.items() if k == key}
+            a.persist()
+        self._desired_key = key
 
     def refuse(self, key: str, reason: str) -> None:
         a = self.agent

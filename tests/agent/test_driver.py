@@ -104,3 +104,33 @@ def test_restarts_during_probation_hit_the_loop_guard_and_roll_back(
         assert "tiny@2.0.0" in agent.record.refused
     finally:
         agent.stop()
+
+
+def test_a_refused_version_is_retried_only_when_the_controller_asks_again(
+    tmp_path: Path, shared_broker: Any, fake: FakeUpdater, tiny_models: dict[str, Path]
+) -> None:
+    from device_agent.protocol.messages import DesiredState
+
+    rel = fake.add(tiny_models["good2"], make_manifest(tiny_models["good2"], version="2.0.0"))
+    fake.tamper.add(rel.target_path)
+    agent = make_agent(tmp_path, shared_broker, fake, model=None).start()
+
+    def desire(version: str) -> None:
+        agent._on_desired("t", DesiredState(model="tiny", version=version).to_json())
+
+    try:
+        desire("1.0.0")
+        wait_until(lambda: settled(agent, "1.0.0"), what="1.0.0")
+        desire("2.0.0")
+        wait_until(lambda: agent.record.state == sm.FAILED, what="2.0.0 refused")
+        n = fake.downloads
+        agent.kick()
+        wait_until(lambda: agent.updates._desired_key == "tiny@2.0.0", what="considered again")
+        assert fake.downloads == n  # the same desired state does not loop
+        fake.tamper.clear()
+        desire("1.0.0")  # the controller moves away ...
+        wait_until(lambda: "tiny@2.0.0" not in agent.record.refused, what="refusal forgotten")
+        desire("2.0.0")  # ... and asks again: a deliberate retry
+        wait_until(lambda: settled(agent, "2.0.0"), what="2.0.0 after the retry")
+    finally:
+        agent.stop()
