@@ -144,6 +144,7 @@ class Controller:
         self.alerts = AlertEvaluator(self.store, rules, self._halt_for_alert, self.manifest_lookup)
         self.http: Optional[FleetHTTPServer] = None
         self.series_cache = views.SeriesCache(self.store)
+        self.drift_cache = views.DriftCache(self.store, self.manifest_lookup)
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._tick_lock = threading.Lock()
@@ -268,7 +269,7 @@ class Controller:
         return [self.engine.status(r, devices) for r in self.store.rollouts()]
 
     def fleet(self) -> list[dict[str, Any]]:
-        return views.fleet_devices(self.store)
+        return views.fleet_devices(self.store, drift=self.drift_cache)
 
     def series(self, since_s: float = 600.0) -> list[dict[str, Any]]:
         return self.series_cache.series(since_s)

@@ -7,23 +7,122 @@ import json
 import math
 import threading
 import time
-from typing import Any, Optional
+from collections import deque
+from typing import Any, Callable, Optional
 
 from device_agent.errors import SchemaError
-from device_agent.protocol import TelemetrySummary
-from edgeml.fleet.gates import interpolated_quantile
+from device_agent.protocol import Histogram, TelemetrySummary, psi
+from edgeml.fleet.gates import SAMPLES_PER_BIN, interpolated_quantile
 from edgeml.fleet.store import Store
 
 RECENT_S = 120.0
 
 
-def fleet_devices(store: Store, now: Optional[float] = None, recent_s: float = RECENT_S) -> list[dict[str, Any]]:
-    """Every device (INTERFACES.md §4 ``/api/fleet``): state plus its latest p95, PSI and drift flag."""
+class DriftCache:
+    """Per-device input drift over the last ``window_s``: the device's feature histograms merged
+    across its windows, PSI per feature against the release's reference profile (or, without one,
+    against the inputs of every device on that version), judged only with ``SAMPLES_PER_BIN`` samples
+    per bin. One short window's PSI is dominated by sampling noise; this is not. Incremental: each
+    telemetry row is read once."""
+
+    def __init__(self, store: Store, manifest_lookup: Optional[Callable[[str, str], Any]] = None,
+                 window_s: float = RECENT_S, threshold: float = 0.2) -> None:
+        self.store = store
+        self.lookup = manifest_lookup
+        self.window_s = window_s
+        self.threshold = threshold
+        self.after_id = 0
+        self.rows: dict[str, deque[tuple[float, str, str, list[Histogram]]]] = {}
+        self.refs: dict[tuple[str, str], Optional[list[list[float]]]] = {}
+        self.lock = threading.Lock()
+
+    def _reference(self, model: str, version: str) -> Optional[list[list[float]]]:
+        key = (model, version)
+        if key not in self.refs:
+            ref = None
+            if self.lookup is not None:
+                try:
+                    m = self.lookup(model, version)
+                    if m is not None and m.reference.features:
+                        ref = m.reference.feature_freqs
+                except Exception:  # noqa: BLE001 - no manifest: compare with the fleet instead
+                    ref = None
+            self.refs[key] = ref
+        return self.refs[key]
+
+    def values(self, now: Optional[float] = None) -> dict[str, tuple[Optional[float], bool]]:
+        """device id -> (largest feature PSI or None, drift flag)."""
+        now = time.time() if now is None else now
+        start = now - self.window_s
+        with self.lock:
+            for r in self.store.telemetry_rows(since=start, after_id=self.after_id, limit=200_000,
+                                               columns=("id", "device_id", "model", "version", "window_end", "body")):
+                self.after_id = max(self.after_id, r["id"])
+                try:
+                    summary = json.loads(r["body"]).get("summary") or {}
+                    feats = [Histogram.from_dict({"edges": e, "counts": c})
+                             for e, c in zip(summary.get("feature_edges") or [], summary.get("features") or [])]
+                except (SchemaError, ValueError, TypeError):
+                    continue
+                if feats and r["model"] and r["version"]:
+                    self.rows.setdefault(r["device_id"], deque()).append(
+                        (r["window_end"], r["model"], r["version"], feats))
+            merged: dict[str, tuple[str, str, list[Histogram]]] = {}
+            for dev, q in self.rows.items():
+                while q and q[0][0] < start:
+                    q.popleft()
+                if not q:
+                    continue
+                model, version = q[-1][1], q[-1][2]
+                acc: Optional[list[Histogram]] = None
+                for _, m, v, feats in q:
+                    if (m, v) != (model, version):
+                        continue
+                    try:
+                        acc = feats if acc is None else [a + b for a, b in zip(acc, feats)]
+                    except SchemaError:
+                        acc = feats
+                if acc is not None:
+                    merged[dev] = (model, version, acc)
+        fleet_wide: dict[tuple[str, str], list[Histogram]] = {}
+        for model, version, feats in merged.values():
+            key = (model, version)
+            try:
+                fleet_wide[key] = feats if key not in fleet_wide else [a + b for a, b in zip(fleet_wide[key], feats)]
+            except SchemaError:
+                continue
+        out: dict[str, tuple[Optional[float], bool]] = {}
+        for dev, (model, version, feats) in merged.items():
+            ref = self._reference(model, version)
+            if ref is None and (model, version) in fleet_wide:
+                # no manifest: the other devices on this version are the reference (leave this one out)
+                others = [
+                    [a - b for a, b in zip(f.counts, h.counts)] for f, h in zip(fleet_wide[(model, version)], feats)
+                ]
+                if all(sum(c) > 0 for c in others):
+                    ref = [[c / sum(cs) for c in cs] for cs in others]
+            if not ref or len(ref) != len(feats):
+                continue
+            values = [psi(rf, h.counts) for rf, h in zip(ref, feats) if h.count >= SAMPLES_PER_BIN * len(h.counts)]
+            finite = [v for v in values if v is not None]
+            # without enough samples yet: no verdict (rather than one short window's noise)
+            out[dev] = (max(finite), max(finite) > self.threshold) if finite else (None, False)
+        return out
+
+
+def fleet_devices(
+    store: Store, now: Optional[float] = None, recent_s: float = RECENT_S, drift: Optional[DriftCache] = None
+) -> list[dict[str, Any]]:
+    """Every device (INTERFACES.md §4 ``/api/fleet``): state plus its latest p95, and its input
+    drift (merged over the recent windows when ``drift`` is given, else the last window's)."""
     now = time.time() if now is None else now
     latest = store.latest_telemetry(now - recent_s)
+    merged = drift.values(now) if drift is not None else {}
     out = []
     for d in store.devices():
-        t = latest.get(d["device_id"], {})
+        t = dict(latest.get(d["device_id"], {}))
+        if d["device_id"] in merged:  # devices that report feature histograms
+            t["psi_max"], t["drift"] = merged[d["device_id"]]
         out.append(
             {
                 "device_id": d["device_id"],

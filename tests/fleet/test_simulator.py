@@ -185,6 +185,7 @@ def test_offline_device_returning_mid_rollout_converges(env: Env) -> None:
 
 
 def test_shadow_first_catches_drifted_predictions_before_anyone_serves_them(env: Env) -> None:
+    before = set(env.versions().values())
     c = env.controller()
     try:
         c.start_rollout(NAME, "6.0.0", stages="50,100", soak="30s", shadow_first=True, shadow_fraction=0.3,
@@ -199,6 +200,25 @@ def test_shadow_first_catches_drifted_predictions_before_anyone_serves_them(env:
         with env.log.lock:
             shadowed = {dev for dev, d in env.log.seen if d.shadow_version == "6.0.0"}
         assert shadowed and env.log.asked_for("6.0.0") == set()
-        assert set(env.versions().values()) == {"5.0.0"}
+        assert set(env.versions().values()) == before
     finally:
+        c.stop()
+
+
+def test_drifted_inputs_show_as_drift_per_device(env: Env) -> None:
+    assert env.sim is not None
+    drifted = set(env.sim.ids[:3])
+    for dev in drifted:
+        env.sim.device_knobs[dev] = {"input_shift": 1.0}
+    c = env.controller()
+    try:
+        def flagged() -> set[str]:
+            return {d["device_id"] for d in c.fleet() if d["drift"]}
+
+        assert wait_for(lambda: flagged() == drifted, 20), flagged()
+        psi = {d["device_id"]: d["psi_max"] for d in c.fleet()}
+        assert min(psi[d] for d in drifted) > 0.2
+    finally:
+        for dev in drifted:
+            env.sim.device_knobs.pop(dev, None)
         c.stop()

@@ -129,3 +129,33 @@ def test_latest_telemetry_and_series_views(store: Store) -> None:
         assert set(by) == {("digits", "1.0.0"), ("digits", "2.0.0")}
         assert sum(p["requests"] for p in by[("digits", "1.0.0")]) == 200
         assert max(p["p95_ms"] for p in by[("digits", "1.0.0")]) == pytest.approx(8.0, rel=0.3)
+
+
+def test_drift_cache_judges_merged_windows_not_one_noisy_window(store: Store) -> None:
+    from device_agent.protocol import Histogram
+    from edgeml.fleet import views
+
+    now = time.time()
+
+    def window(device: str, seq: int, counts: list[int]) -> dict:  # type: ignore[type-arg]
+        t = telemetry(device, seq, end=now - 10 + seq * 0.1)
+        t.summary.features = [Histogram([0.5], counts)]
+        t.psi = [0.9]  # what one small window's PSI looks like: noise
+        return telemetry_row(device, t.to_json(), now)
+
+    rows = [window(f"steady{k}", i, [26, 24]) for i in range(10) for k in range(5)]
+    rows += [window("drifted", i, [48, 2]) for i in range(10)]
+    rows += [window("new", 0, [3, 2])]
+    store.write_batch(telemetry=rows)
+    # without a manifest the other devices are the reference
+    got = views.DriftCache(store, window_s=60).values(now)
+    assert got["drifted"][1] is True and got["drifted"][0] > 0.2  # type: ignore[operator]
+    assert not any(got[f"steady{k}"][1] for k in range(5))
+    assert got["new"] == (None, False)  # five samples: no verdict
+    # with the release's reference profile
+    from device_agent.protocol import FeatureProfile, ModelManifest, ReferenceProfile, TensorSpec
+
+    m = ModelManifest(name="digits", inputs=[TensorSpec("x", [-1, 1])], outputs=[TensorSpec("y", [-1, 2])],
+                      reference=ReferenceProfile([FeatureProfile("f", [0.5], [0.5, 0.5])]))
+    got = views.DriftCache(store, lambda name, version: m, window_s=60).values(now)
+    assert got["drifted"][1] is True and got["steady0"][1] is False
