@@ -11,6 +11,7 @@ from typing import Optional
 PASS = "pass"
 FAIL = "fail"
 MIN_REQUESTS_FOR_RATE = 5
+MIN_SAMPLES_FOR_P95 = 20  # with fewer latencies one stall would decide: judge the median instead
 
 
 @dataclass
@@ -59,7 +60,12 @@ class Probation:
             if not done:
                 return None
             if self.latency_budget_ms is not None and self.latencies:
-                p95 = sorted(self.latencies)[max(0, math.ceil(0.95 * len(self.latencies)) - 1)]
-                if p95 > self.latency_budget_ms:
-                    return FAIL, f"p95 latency {p95:.2f} ms exceeds the budget of {self.latency_budget_ms:.2f} ms"
+                lat = sorted(self.latencies)
+                q, name = (0.95, "p95") if len(lat) >= MIN_SAMPLES_FOR_P95 else (0.5, "median")
+                value = lat[max(0, math.ceil(q * len(lat)) - 1)]
+                if value > self.latency_budget_ms:
+                    return FAIL, (
+                        f"{name} latency {value:.2f} ms over {len(lat)} requests exceeds the budget of "
+                        f"{self.latency_budget_ms:.2f} ms"
+                    )
             return PASS, f"{self.requests} requests in {now - self.started:.1f}s, {self.errors} errors"

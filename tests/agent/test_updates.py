@@ -283,7 +283,7 @@ class Faulty:
         self.inner.close()
 
 
-@pytest.mark.parametrize(("kind", "why"), [("error", "error rate"), ("slow", "p95 latency")])
+@pytest.mark.parametrize(("kind", "why"), [("error", "error rate"), ("slow", "median latency")])
 def test_errors_or_slowness_in_probation_roll_back(
     kind: str, why: str, tmp_path: Path, broker: Any, pub: Publisher, watcher: Watcher
 ) -> None:
