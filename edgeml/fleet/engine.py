@@ -225,12 +225,12 @@ class Engine:
         manifest = self._manifest(r.model, r.version)
         if manifest is not None and manifest.reference.features:
             data.reference_freqs = manifest.reference.feature_freqs
-        failed = {
-            e["device_id"]
-            for e in self.store.events(limit=100_000, model=r.model, version=r.version, since=r.created_at)
-            if is_failure_event(e)
-        }
+        failed: dict[str, str] = {}
+        for e in self.store.events(limit=100_000, model=r.model, version=r.version, since=r.created_at):
+            if is_failure_event(e):
+                failed[e["device_id"]] = f"{e['device_id']}: {e['event']}: {e['reason'] or ''}".strip()
         data.update_failures = len(failed)
+        data.failure_notes = sorted(failed.values())
         return data, has_control
 
     def _step(self, r: Rollout, devices: Sequence[DeviceView], now: float) -> Step:

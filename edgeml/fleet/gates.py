@@ -138,6 +138,7 @@ class GateInputs:
     cohort: TelemetrySummary = field(default_factory=TelemetrySummary)
     control: TelemetrySummary = field(default_factory=TelemetrySummary)
     update_failures: int = 0
+    failure_notes: list[str] = field(default_factory=list)  # "device: event: reason" of the failures
     reference_freqs: Optional[list[list[float]]] = None
     cohort_psi_fallback: Optional[float] = None  # requests-weighted PSI the devices reported
 
@@ -231,7 +232,7 @@ def evaluate_gates(
                 results.append(GateResult(gate, value, gate.holds(value)))
         elif gate.metric == "update_failures":
             assert value is not None
-            results.append(GateResult(gate, value, gate.holds(value)))
+            results.append(GateResult(gate, value, gate.holds(value), "; ".join(data.failure_notes[:3])))
         elif value is None:
             if gate.metric == "psi" and enough and not any(h.count for h in data.cohort.features):
                 results.append(GateResult(gate, None, True, "no feature histograms reported"))
@@ -258,7 +259,7 @@ def verdict(results: Sequence[GateResult]) -> Optional[bool]:
 def describe_failure(results: Sequence[GateResult]) -> str:
     """One line naming each violated gate with its value, e.g. ``p95_latency_ratio=3.02 (limit <=1.2)``."""
     parts = [
-        f"{r.gate.metric}={r.value:.4g} (limit {r.gate.op}{r.gate.threshold:g})"
+        f"{r.gate.metric}={r.value:.4g} (limit {r.gate.op}{r.gate.threshold:g})" + (f" [{r.note}]" if r.note else "")
         for r in results
         if r.ok is False and r.value is not None
     ]

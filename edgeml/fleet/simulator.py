@@ -217,6 +217,7 @@ class Simulator:
         telemetry_interval: float = 2.0,
         probation_requests: int = 10,
         probation_seconds: float = 1.0,
+        probation_latency_factor: float = 5.0,
         base_dir: Optional[Path] = None,
         prefix: str = "sim",
         group: Optional[str] = None,
@@ -239,6 +240,10 @@ class Simulator:
         self.telemetry_interval = telemetry_interval
         self.probation_requests = probation_requests
         self.probation_seconds = probation_seconds
+        # many agents share this machine: a burst of them switching models at once can push one
+        # device's first few latencies past the manifest's absolute budget, which a board of its own
+        # would not see; the fleet's gates judge latency against the control group instead
+        self.probation_latency_factor = probation_latency_factor
         self._own_dir = base_dir is None
         self.base_dir = Path(base_dir) if base_dir else Path(tempfile.mkdtemp(prefix="edgeml-sim-"))
         self.prefix = prefix
@@ -304,6 +309,7 @@ class Simulator:
             telemetry_interval=self.telemetry_interval,
             probation_requests=self.probation_requests,
             probation_seconds=self.probation_seconds,
+            probation_latency_factor=self.probation_latency_factor,
             update_check_interval=5.0,
             audit_log=False,
             reconnect_max_s=2.0,

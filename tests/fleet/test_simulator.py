@@ -89,7 +89,7 @@ def env(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
         e.pub.publish(model, version)
     e.sim = Simulator(e.settings, N, broker_url=shared_broker.url, faults=[FaultSpec.parse("3.0.0:latency_x=3"),
                                                                     FaultSpec.parse("6.0.0:shift=1")],
-                      rate=20.0, device_ms=3.0, telemetry_interval=0.5, probation_requests=5, probation_seconds=0.5,
+                      rate=20.0, device_ms=3.0, telemetry_interval=0.5, probation_requests=20, probation_seconds=0.5,
                       base_dir=tmp_path_factory.mktemp("agents"))
     e.sim.start()
     c = e.controller()
