@@ -312,6 +312,14 @@ class Agent:
         p = self.slots.pointer()
         before = p.get("before") if isinstance(p.get("before"), dict) else {}
         candidates = [s for s in (p["active"], p["previous"], (before or {}).get("active")) if s]
+        if not p["active"]:
+            # no pointer (first start, or the pointer file was lost): any intact slot on disk, the
+            # newest first and an update's unfinished candidate last
+            on_disk = sorted(
+                self.slots.slots(),
+                key=lambda s: (s == self.record.candidate_slot, -(self.slots.root / s).stat().st_mtime),
+            )
+            candidates += on_disk
         for slot in dict.fromkeys(candidates):
             try:
                 info = self.slots.verify(slot)
@@ -323,6 +331,7 @@ class Agent:
                 continue
             if slot != p["active"]:
                 self.slots.drop_active(slot)
+                self.slots.commit()
                 self.emit(
                     "fallback",
                     reason=f"active slot {p['active']} unusable; serving {slot}",

@@ -134,3 +134,21 @@ def test_a_refused_version_is_retried_only_when_the_controller_asks_again(
         wait_until(lambda: settled(agent, "2.0.0"), what="2.0.0 after the retry")
     finally:
         agent.stop()
+
+
+def test_lost_pointer_and_unreadable_state_still_serve_a_verified_slot(
+    tmp_path: Path, shared_broker: Any, fake: FakeUpdater
+) -> None:
+    agent = make_agent(tmp_path, shared_broker, fake).start()
+    wait_until(lambda: settled(agent, "1.0.0"), what="1.0.0")
+    agent.stop()
+    (agent.cfg.slots_dir / "pointer.json").write_text("{torn")
+    agent.cfg.state_path.write_text("\x00\x00garbage")
+    agent = make_agent(tmp_path, shared_broker, fake)
+    agent.start()
+    try:
+        assert agent.predict(X).version == "1.0.0"
+        assert agent.record.state in (sm.IDLE, sm.COMMITTED)
+        assert agent.slots.active is not None and agent.slots.verify(agent.slots.active).version == "1.0.0"
+    finally:
+        agent.stop()
