@@ -131,8 +131,10 @@ def register(main: click.Group) -> None:
     def ls(ctx: Context, store_url: Optional[str], as_json: bool) -> None:
         """List devices: online, model@version, last seen, p95 latency, drift."""
         from edgeml.fleet import views
+        from edgeml.fleet.controller import release_manifest_lookup
 
-        devices = views.fleet_devices(_store(ctx, store_url))
+        store = _store(ctx, store_url)
+        devices = views.fleet_devices(store, drift=views.DriftCache(store, release_manifest_lookup(ctx.settings)))
         if as_json:
             echo_json({"devices": devices})
             return
