@@ -72,11 +72,18 @@ def process_rss_bytes() -> int:
 
 
 class WindowAccumulator:
-    """Collects one window. Thread-safe; ``close()`` returns the summary and starts a new window."""
+    """Collects one window. Thread-safe; ``close()`` returns the summary and starts a new window.
+
+    The hot path takes no lock: latencies, classifier outputs and sampled inputs go to deques
+    (atomic appends); ``close()`` pops exactly what was there when it looked, so a call that
+    races it is counted in the next window, never lost. Folds and counters take the lock."""
 
     def __init__(self, reference: Optional[ReferenceProfile] = None, sample_max: int = 4096) -> None:
         self.sample_max = sample_max
         self.lock = threading.Lock()
+        self._lat: deque[float] = deque()
+        self._outs: deque[np.ndarray] = deque()  # classifier outputs not yet folded into the counts
+        self._inputs: deque[np.ndarray] = deque()
         self.reference = reference or ReferenceProfile()
         self._edges = [np.asarray(e, dtype=np.float64) for e in self.reference.feature_edges]
         self._reset()
@@ -92,38 +99,39 @@ class WindowAccumulator:
 
     def _reset(self) -> None:
         self.start = time.time()
-        self.requests = 0
         self.errors = 0
         self.rejected = 0
         self.nonfinite = 0
-        self._latency: list[float] = []
-        self._outputs: list[np.ndarray] = []  # classifier outputs not yet folded into the counts
         self._class_counts: dict[int, int] = {}
         self._conf_counts = np.zeros(len(CONFIDENCE_EDGES) + 1, dtype=np.int64)
-        self._inputs: list[np.ndarray] = []
         self._rows = 0
-        self._labels: list[str] = []
         self.shadow: Optional[ShadowSummary] = None
         self._shadow_latency: list[float] = []
+
+    @property
+    def requests(self) -> int:
+        """Calls recorded in the open window so far."""
+        return len(self._lat)
 
     # ------------------------------------------------------------------ hot path
     def record(self, x: np.ndarray, outputs: Optional[np.ndarray], latency_ms: float) -> None:
         """One successful predict call on a batch; ``outputs`` are a classifier's (else None).
         Classes and confidences are counted in vectorised folds of FOLD calls."""
-        with self.lock:
-            self.requests += 1
-            self._latency.append(latency_ms)
-            if outputs is not None:
-                self._outputs.append(outputs)
-                if len(self._outputs) >= FOLD:
+        self._lat.append(latency_ms)
+        if outputs is not None:
+            outs = self._outs
+            outs.append(outputs)
+            if len(outs) >= FOLD:
+                with self.lock:
                     self._fold()
-            if self._rows < self.sample_max and self._edges:
-                self._inputs.append(x)
-                self._rows += x.shape[0]
+        if self._edges and self._rows < self.sample_max:
+            self._inputs.append(x)
+            self._rows += x.shape[0]
 
     def _fold(self) -> None:
         """Count the pending outputs' classes (argmax) and confidences (max). Holds the lock."""
-        outs, self._outputs = self._outputs, []
+        pending = self._outs
+        outs = [pending.popleft() for _ in range(len(pending))]
         if not outs:
             return
         try:
@@ -142,11 +150,10 @@ class WindowAccumulator:
     def record_error(self, latency_ms: float, nonfinite: bool = False) -> None:
         """A predict call that failed in the runtime or produced NaN/inf outputs."""
         with self.lock:
-            self.requests += 1
             self.errors += 1
             if nonfinite:
                 self.nonfinite += 1
-            self._latency.append(latency_ms)
+            self._lat.append(latency_ms)
 
     def record_rejected(self) -> None:
         """Bad input refused before the model saw it (not a request the model served)."""
@@ -167,9 +174,12 @@ class WindowAccumulator:
         """End the window: ``(start, end, summary)``. ``labels`` name class indices."""
         with self.lock:
             self._fold()
-            start, latency, class_idx, conf_counts = self.start, self._latency, self._class_counts, self._conf_counts
-            inputs, edges, shadow, shadow_lat = self._inputs, self._edges, self.shadow, self._shadow_latency
-            requests, errors, rejected, nonfinite = self.requests, self.errors, self.rejected, self.nonfinite
+            lat_q, in_q = self._lat, self._inputs
+            latency = [lat_q.popleft() for _ in range(len(lat_q))]
+            inputs = [in_q.popleft() for _ in range(len(in_q))]
+            start, class_idx, conf_counts = self.start, self._class_counts, self._conf_counts
+            edges, shadow, shadow_lat = self._edges, self.shadow, self._shadow_latency
+            requests, errors, rejected, nonfinite = len(latency), self.errors, self.rejected, self.nonfinite
             self._reset()
         end = time.time() if now is None else now
         lat = LatencyHistogram()
