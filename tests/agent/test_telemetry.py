@@ -133,3 +133,35 @@ def test_spool_drops_oldest_when_full_and_counts_it(tmp_path: Path) -> None:
         sp.ack(item[0])
     assert got == [2, 3, 4]
     assert Spool(tmp_path, max_windows=3).dropped == 2
+
+
+def test_concurrent_recording_and_closing_loses_nothing() -> None:
+    import threading
+
+    acc = WindowAccumulator()
+    per_thread, n_threads = 3000, 4
+    y = outputs([1], [0.9])
+    x = np.zeros((1, 4), np.float32)
+
+    def work() -> None:
+        for i in range(per_thread):
+            if i % 100 == 0:
+                acc.record_error(1.0)
+            else:
+                acc.record(x, y, 0.5)
+
+    threads = [threading.Thread(target=work) for _ in range(n_threads)]
+    for t in threads:
+        t.start()
+    windows = []
+    while any(t.is_alive() for t in threads):
+        windows.append(acc.close(["a", "b", "c"])[2])
+    for t in threads:
+        t.join()
+    windows.append(acc.close(["a", "b", "c"])[2])
+    total = TelemetrySummary()
+    for w in windows:
+        total = total + w
+    assert total.requests == per_thread * n_threads and total.latency.count == total.requests
+    assert total.errors == n_threads * (per_thread // 100)
+    assert total.classes == {"b": total.requests - total.errors}
