@@ -307,35 +307,61 @@ def _publish(settings: Settings, source: Path, version: str, reporter: Reporter,
     return result
 
 
+def _gates_line(gates: Sequence[dict[str, Any]]) -> str:
+    marks = {True: "✓", False: "✗", None: "…"}
+    return ", ".join(f"{gate_text(g)} {marks.get(g.get('ok'), '…')}" for g in gates) or "–"
+
+
+def _history_lines(record: dict[str, Any], seen: int) -> list[str]:
+    """Lines for the rollout's history entries after the first ``seen``."""
+    version = record.get("version")
+    stages = record.get("stages") or []
+    lines = []
+    stage = -1
+    for k, h in enumerate(record.get("history") or []):
+        event = h.get("event")
+        if event == "stage_started":
+            stage = int(h.get("stage", stage + 1))
+        if k < seen:
+            continue
+        where = f"stage {stage + 1}/{len(stages)} ({stages[stage]:g}%)" if 0 <= stage < len(stages) else "stage"
+        if event == "stage_started":
+            lines.append(f"{version}: {where} started")
+        elif event == "stage_passed":
+            lines.append(f"{version}: {where} passed; gates: {_gates_line(h.get('gates') or [])}")
+        elif event == "halted":
+            lines.append(f"{version}: HALTED at {where}; gates: {_gates_line(h.get('gates') or [])}")
+            lines.append(f"{version}: its cohort goes back to {record.get('previous_version')}")
+        elif event in ("completed", "aborted", "paused", "resumed"):
+            lines.append(f"{version}: {event}{': ' + h['detail'] if h.get('detail') else ''}")
+    return lines
+
+
 def _watch_rollout(
     api: FleetAPI, version: str, config: DemoConfig, reporter: Reporter, started: float, n_stages: int
 ) -> RolloutSummary:
-    """Follow a rollout until it ends (completed/halted/aborted); report its stages as they pass."""
+    """Follow a rollout until it ends (completed/halted/aborted); report each stage as it starts and
+    ends, with the gate values that decided it."""
     record: Optional[dict[str, Any]] = None
-    last_line = ""
+    seen = 0
     deadline = time.monotonic() + config.rollout_timeout_s
     with reporter.task(f"rollout {version}", total=float(n_stages)) as update:
         while time.monotonic() < deadline:
             record = api.rollout(MODEL, version)
             if record is not None:
                 reporter.rollout(record)
+                history = record.get("history") or []
+                for line in _history_lines(record, seen):
+                    reporter.info(line)
+                seen = len(history)
                 idx = int(record.get("stage_index") or 0)
                 stages = record.get("stages") or list(config.stages)
                 pct = stages[min(idx, len(stages) - 1)]
                 at, cohort = record.get("devices_at_version") or 0, record.get("cohort_size") or 0
                 state = str(record.get("state"))
-                gates = ", ".join(
-                    f"{g.get('name')} {'–' if g.get('value') is None else format(g.get('value'), '.3g')}"
-                    f"{'✓' if g.get('ok') is True else '✗' if g.get('ok') is False else '…'}"
-                    for g in record.get("gates") or []
-                )
                 done = float(len(stages)) if state == "completed" else float(idx)
-                update(completed=done, description=f"rollout {version}: stage {idx + 1}/{len(stages)} ({pct:g}%) "
-                                                   f"{at}/{cohort} devices — {state}")
-                line = f"{state} stage {idx + 1}/{len(stages)} ({pct:g}%)"
-                if line != last_line:
-                    last_line = line
-                    reporter.info(f"{version}: {line}: {at}/{cohort} devices at {version}; gates: {gates or '–'}")
+                update(completed=done, description=f"rollout {version}: stage {idx + 1}/{len(stages)} ({pct:g}%), "
+                                                   f"{at}/{cohort} devices at {version}, {state}")
                 if state in TERMINAL:
                     break
             time.sleep(0.5)
@@ -346,8 +372,6 @@ def _watch_rollout(
                 hint="the machine may be too busy; try fewer --devices or a shorter --soak",
             )
     assert record is not None
-    if record.get("reason"):
-        reporter.info(f"{version}: {record['reason']}")
     return summarize_rollout(record, time.monotonic() - started)
 
 
@@ -365,11 +389,13 @@ def _rollout(
     if gates is not None:
         options["gates"] = list(gates)
     status = controller.start_rollout(MODEL, version, **options)
-    gate_text = ", ".join(f"{g.get('name')}{g.get('op')}{g.get('threshold')}" for g in status.get("gates") or [])
+    from edgeml.fleet.gates import DEFAULT_GATES
+
+    gate_specs = ", ".join(gates if gates is not None else DEFAULT_GATES)
     stage_text = ", ".join(f"{s:g}%" for s in stages)
     reporter.info(
         f"rollout {status.get('id')}: {MODEL} {status.get('previous_version') or '(nothing)'} -> {version}, "
-        f"stages {stage_text}, soak {config.soak_s:g}s per stage, gates: {gate_text or '–'}"
+        f"stages {stage_text}, soak {config.soak_s:g}s per stage, gates: {gate_specs}"
     )
     return _watch_rollout(api, version, config, reporter, started, len(stages))
 
