@@ -175,3 +175,23 @@ def test_stage_log_from_history() -> None:
     log = stage_log(record)
     assert [(s.stage, s.pct, s.outcome, s.seconds) for s in log] == [(0, 10.0, "passed", 4.0), (1, 50.0, "halted", 3.5)]
     assert log[1].gates == gates_bad
+
+
+def test_history_lines_name_each_stage_and_the_deciding_gates() -> None:
+    from edgeml.demo import _history_lines
+
+    gates_bad = [{"name": "p95_latency_ratio", "op": "<=", "threshold": 1.2, "value": 6.0, "ok": False}]
+    record = {
+        "version": V3, "previous_version": V2, "stages": [10, 50, 100],
+        "history": [
+            {"event": "created", "t": 0.0},
+            {"event": "stage_started", "stage": 0, "t": 1.0},
+            {"event": "halted", "detail": "stage 1 (10%): p95_latency_ratio=6", "gates": gates_bad, "t": 8.5},
+        ],
+    }
+    assert _history_lines(record, 0) == [
+        "3.0.0: stage 1/3 (10%) started",
+        "3.0.0: HALTED at stage 1/3 (10%); gates: p95_latency_ratio 6 <= 1.2 ✗",
+        "3.0.0: its cohort goes back to 2.0.0",
+    ]
+    assert _history_lines(record, 3) == []  # nothing new since the last poll
