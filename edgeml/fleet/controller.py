@@ -153,6 +153,7 @@ class Controller:
         self.started_at = 0.0
         self._last_refresh_check = 0.0
         self.refresh_check_s = 60.0
+        self._connects_seen = 0
 
     # lifecycle ---------------------------------------------------------------------------------
     def start(self, wait: float = 10.0) -> Controller:
@@ -215,7 +216,10 @@ class Controller:
         """One engine step (the background thread calls it every ``tick_interval``)."""
         with self._tick_lock:
             t0 = time.perf_counter()
-            self.engine.tick()
+            connects = self.collector.link.connects if self.collector else 0
+            republish = connects > self._connects_seen > 0  # reconnected: the broker may have lost retained state
+            self._connects_seen = connects
+            self.engine.tick(republish=republish)
             self.last_tick_s = time.perf_counter() - t0
             self.ticks += 1
 

@@ -137,8 +137,10 @@ class Engine:
         return start_rollout(self.store, model, version, now=self.clock(), **options)
 
     # one tick ----------------------------------------------------------------------------------
-    def tick(self) -> list[Step]:
-        """Apply commands, step every active rollout, reconcile desired states. Returns the steps."""
+    def tick(self, republish: bool = False) -> list[Step]:
+        """Apply commands, step every active rollout, reconcile desired states (``republish``: send
+        every device's desired state again, e.g. after a reconnect to a broker that may have lost
+        its retained messages). Returns the steps."""
         now = self.clock()
         devices = self.store.device_views()
         self._apply_commands(devices, now)
@@ -152,7 +154,7 @@ class Engine:
                 steps.append(self._step(r, devices, now))
             except EdgemlError as exc:
                 log.error("rollout %s: %s", r.id, exc.message)
-        self.reconcile(devices, now)
+        self.reconcile(devices, now, force=republish)
         return steps
 
     def _apply_commands(self, devices: Sequence[DeviceView], now: float) -> None:
@@ -281,9 +283,9 @@ class Engine:
         return r
 
     # desired state -----------------------------------------------------------------------------
-    def reconcile(self, devices: Sequence[DeviceView], now: float) -> int:
+    def reconcile(self, devices: Sequence[DeviceView], now: float, force: bool = False) -> int:
         """Publish the desired state every device should have where it differs from what was last
-        published. Returns how many were published."""
+        published (every one with ``force``). Returns how many were published."""
         by_model: dict[str, list[Rollout]] = {}
         for r in self.store.rollouts():
             by_model.setdefault(r.model, []).append(r)  # newest first
@@ -295,7 +297,7 @@ class Engine:
                 continue
             r, version, shadow = want
             have = recorded.get(d.device_id, {})
-            if (have.get("desired_model"), have.get("desired_version"), have.get("desired_shadow")) == (
+            if not force and (have.get("desired_model"), have.get("desired_version"), have.get("desired_shadow")) == (
                 r.model, version, shadow,
             ):
                 continue

@@ -42,6 +42,7 @@ class MqttLink:
         self.subscriptions = list(subscriptions)
         self.on_message = on_message
         self.connected = threading.Event()
+        self.connects = 0
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=clean_start
         )
@@ -63,6 +64,7 @@ class MqttLink:
             return
         if self.subscriptions:
             client.subscribe(list(self.subscriptions))
+        self.connects += 1
         self.connected.set()
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:

@@ -185,3 +185,51 @@ def test_alert_with_auto_rollback_halts_the_rollout(tmp_path: Path, shared_broke
     finally:
         c.stop()
         devs.stop()
+
+
+def test_desired_states_come_back_after_the_broker_lost_them(tmp_path: Path, broker) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from device_agent.protocol import DesiredState
+
+    topics = Topics("lite-lost")
+    devs = LiteFleet(broker.url, topics, 5, telemetry_interval=0.3, update_delay=0.05).start()
+    c = controller(tmp_path, broker.url, "lite-lost")
+    try:
+        assert wait_for(lambda: len(c.store.device_views()) == 5, 10)
+        c.start_rollout("digits", "2.0.0", stages="100", soak=0, min_requests=50)
+        assert wait_for(lambda: c.rollout_status("digits")["state"] == "completed", 30)
+        # the broker comes back empty (its persistence lost): no retained desired state anywhere
+        broker.stop()
+        for f in Path(broker.workdir).glob("*.db"):
+            f.unlink()
+        broker.start()
+        assert wait_for(lambda: c.collector.link.connects >= 2, 20)  # type: ignore[union-attr]
+        got: dict[str, str] = {}
+        lock = threading.Lock()
+
+        def on_msg(_c, _u, msg) -> None:  # type: ignore[no-untyped-def]
+            if msg.retain and msg.payload:
+                with lock:
+                    got[msg.topic.split("/")[-2]] = DesiredState.from_json(msg.payload).version
+
+        def probe() -> dict[str, str]:
+            got.clear()
+            cl = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="lost-probe")
+            cl.on_message = on_msg
+            cl.connect(broker.host, broker.port)
+            cl.subscribe(topics.all_devices("desired"), 1)
+            cl.loop_start()
+            time.sleep(0.5)
+            cl.loop_stop()
+            cl.disconnect()
+            with lock:
+                return dict(got)
+
+        assert wait_for(lambda: probe() == {d: "2.0.0" for d in devs.devices}, 20), probe()
+    finally:
+        c.stop()
+        devs.stop()
