@@ -1,4 +1,6 @@
-"""Atomic files: a temp file in the same folder, fsync, then ``os.replace``."""
+"""Atomic files: a temp file in the same folder, fsync, then ``os.replace``.
+
+Shared by the agent, the updater and the host (repository metadata, secrets)."""
 
 from __future__ import annotations
 
@@ -6,16 +8,19 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 
-def atomic_write_bytes(path: Path, data: bytes, fsync: bool = True) -> None:
+def atomic_write_bytes(path: Path, data: bytes, fsync: bool = True, mode: Optional[int] = None) -> Path:
     """Write ``data`` to ``path`` so that readers see the old or the new content, never a mix.
+    ``mode`` sets the permissions before any byte is written (e.g. 0o600 for secrets).
     Raises OSError."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        if mode is not None:
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             if fsync:
@@ -30,6 +35,7 @@ def atomic_write_bytes(path: Path, data: bytes, fsync: bool = True) -> None:
         raise
     if fsync:
         fsync_dir(path.parent)
+    return path
 
 
 def atomic_write_json(path: Path, value: Any, fsync: bool = True) -> None:

@@ -72,9 +72,9 @@ def read_status(cfg_path: Path) -> dict[str, Any]:
     """What the agent on this data folder runs and its update state (read from disk; works
     whether or not the agent is running)."""
     from device_agent.agent import statemachine as sm
-    from device_agent.agent.fsutil import read_json
     from device_agent.agent.slots import SlotStore
     from device_agent.errors import DataError
+    from device_agent.fsutil import read_json
 
     cfg = load_config(cfg_path)
     slots = SlotStore(cfg.slots_dir)

@@ -27,13 +27,13 @@ from device_agent import __version__
 from device_agent.agent import statemachine as sm
 from device_agent.agent.audit import AuditLog
 from device_agent.agent.config import AgentConfig
-from device_agent.agent.fsutil import atomic_write_json, read_json
 from device_agent.agent.model import LoadedModel, RuntimeWrapper, load_model, parse_manifest
 from device_agent.agent.probation import PASS, Probation
 from device_agent.agent.slots import SlotStore
 from device_agent.agent.telemetry import Spool, WindowAccumulator, drift_of
 from device_agent.agent.updates import UpdateDriver
 from device_agent.errors import AgentError, DataError, SchemaError
+from device_agent.fsutil import atomic_write_json, read_json
 from device_agent.protocol.manifest import ReferenceProfile
 from device_agent.protocol.messages import DesiredState, Event, ReportedState, Telemetry, TelemetrySummary
 from device_agent.protocol.topics import Topics

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from device_agent.agent.fsutil import atomic_write_json, fsync_dir, read_json
 from device_agent.errors import DataError
+from device_agent.fsutil import atomic_write_json, fsync_dir, read_json
 
 POINTER = "pointer.json"
 _SAFE = re.compile(r"[^A-Za-z0-9_.\-]")

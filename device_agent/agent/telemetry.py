@@ -19,8 +19,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from device_agent.agent.fsutil import atomic_write_bytes, atomic_write_json, read_json
 from device_agent.errors import DataError
+from device_agent.fsutil import atomic_write_bytes, atomic_write_json, read_json
 from device_agent.protocol.features import pooled_statistics
 from device_agent.protocol.manifest import ReferenceProfile
 from device_agent.protocol.messages import ShadowSummary, TelemetrySummary

@@ -24,12 +24,13 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from device_agent.errors import AgentError
+from device_agent.fsutil import atomic_write_bytes
 from device_agent.protocol.broker import BrokerURL
 from device_agent.protocol.topics import Topics
 from device_agent.updater import chunks
 from device_agent.updater.mqtt import RetainedReader
 from edgeml.errors import ReleaseError
-from edgeml.release.repo import Repository, _atomic_write
+from edgeml.release.repo import Repository
 
 Progress = Callable[[int, int], None]
 
@@ -126,7 +127,7 @@ def push(
             if info.is_published():
                 record.pop(topic, None)
     finally:
-        _atomic_write(record_file, json.dumps(record, indent=0, sort_keys=True).encode())
+        atomic_write_bytes(record_file, json.dumps(record, indent=0, sort_keys=True).encode())
         client.disconnect()
         client.loop_stop()
     return summary

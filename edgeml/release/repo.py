@@ -19,20 +19,19 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
 import re
-import tempfile
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Optional
 
-from securesystemslib.signer import Signer  # type: ignore[attr-defined]  # mypy strict override hides re-exports
-from tuf.api.metadata import Metadata, MetaFile, Root, Signed, Snapshot, TargetFile, Targets, Timestamp  # type: ignore[attr-defined]  # mypy strict override hides re-exports
+from securesystemslib.signer import Signer
+from tuf.api.metadata import Metadata, MetaFile, Root, Signed, Snapshot, TargetFile, Targets, Timestamp
 from tuf.api.serialization.json import JSONSerializer
-from tuf.repository import Repository as TufRepository  # type: ignore[attr-defined]  # mypy strict override hides re-exports
+from tuf.repository import Repository as TufRepository
 
 from device_agent.errors import DataError
+from device_agent.fsutil import atomic_write_bytes
 from device_agent.protocol.topics import Topics
 from device_agent.protocol.versions import version_key
 from device_agent.updater.updater import MODELS_PREFIX, decode_manifest
@@ -82,20 +81,6 @@ def _human(delta: timedelta) -> str:
 
 def _serialize(md: Metadata[Any]) -> bytes:
     return md.to_bytes(JSONSerializer(compact=True))
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class Repository(TufRepository):
@@ -223,10 +208,10 @@ class Repository(TufRepository):
                 md.sign(s, append=True)
         data = _serialize(md)
         if role in (Timestamp.type,):
-            _atomic_write(self.path_of(role), data)
+            atomic_write_bytes(self.path_of(role), data)
         else:
-            _atomic_write(self.path_of(role, signed.version), data)
-            _atomic_write(self.path_of(role), data)
+            atomic_write_bytes(self.path_of(role, signed.version), data)
+            atomic_write_bytes(self.path_of(role), data)
 
     @property
     def targets_infos(self) -> dict[str, MetaFile]:
@@ -349,7 +334,7 @@ class Repository(TufRepository):
         with self.locked():
             if target_path in self.targets().targets:
                 raise ReleaseError(f"{target_path} is already published", hint="publish a new version")
-            _atomic_write(self.target_file(target_path), data)
+            atomic_write_bytes(self.target_file(target_path), data)
             with self.edit_targets() as targets:
                 targets.targets[target_path] = info
             self.do_snapshot()
@@ -369,7 +354,7 @@ class Repository(TufRepository):
             if len(parts) == 4:
                 removed = self.removed()
                 removed.setdefault(parts[1], []).append(parts[2])
-                _atomic_write(self.dir / "removed.json", json.dumps(removed, indent=1, sort_keys=True).encode())
+                atomic_write_bytes(self.dir / "removed.json", json.dumps(removed, indent=1, sort_keys=True).encode())
             self.do_snapshot()
             self.do_timestamp()
             self.target_file(target_path).unlink(missing_ok=True)
