@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tuf.ngclient import UpdaterConfig as TufConfig  # type: ignore[attr-defined]  # mypy strict override hides re-exports
+from tuf.ngclient import UpdaterConfig as TufConfig
 
 from device_agent.errors import ConfigError
 

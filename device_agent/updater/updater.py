@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from tuf.api import exceptions as tuf_errors
-from tuf.api.metadata import Metadata, TargetFile, Targets  # type: ignore[attr-defined]  # mypy strict override hides re-exports
-from tuf.ngclient import Updater as TufUpdater  # type: ignore[attr-defined]  # mypy strict override hides re-exports
+from tuf.api.metadata import Metadata, TargetFile, Targets
+from tuf.ngclient import Updater as TufUpdater
 
 from device_agent.errors import AgentError, ConfigError, DataError, TransportError
 from device_agent.protocol.broker import BrokerURL

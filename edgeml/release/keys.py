@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any, Optional
 
-from tuf.api.metadata import Root  # type: ignore[attr-defined]  # mypy strict override hides re-exports
+from tuf.api.metadata import Root
 
 from edgeml.errors import ReleaseError
 from edgeml.release.keystore import OFFLINE_ROLES, ROLES

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.serialization import (
     PrivateFormat,
     load_pem_private_key,
 )
-from securesystemslib.signer import CryptoSigner, Key  # type: ignore[attr-defined]  # mypy strict override hides re-exports
+from securesystemslib.signer import CryptoSigner, Key
 
 from edgeml.errors import ReleaseError
 
