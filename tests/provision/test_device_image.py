@@ -81,9 +81,9 @@ def dockerfile_requirement() -> tuple[list[str], str]:
         if word == "COPY":
             parts = shlex.split(args)
             sources += parts[:-1]
-    pip_lines = [a for w, a in build if w == "RUN" and "install '." in a]
+    pip_lines = [a for w, a in build if w == "RUN" and re.search(r"pip install (--[\w-]+ )*'\.", a)]
     assert pip_lines, "no `pip install '.[...]'` in the build stage"
-    requirement = re.search(r"install '(\.\[[^\]]+\])'", pip_lines[0])
+    requirement = re.search(r"install (?:--[\w-]+ )*'(\.\[[^\]]+\])'", pip_lines[0])
     assert requirement is not None
     return sources, requirement.group(1)
 
