@@ -9,24 +9,12 @@ from __future__ import annotations
 
 import os
 import pwd
-import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def find_mosquitto() -> str | None:
-    return shutil.which("mosquitto") or next(
-        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.access(p, os.X_OK)), None
-    )
+from edgeml.broker_proc import find_mosquitto, free_port, wait_listening
 
 
 class MosquittoBroker:
@@ -79,15 +67,10 @@ class MosquittoBroker:
         conf.write_text(self.config_text())
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen([self.binary, "-c", str(conf)], stdout=log, stderr=log)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mosquitto exited with {self.proc.returncode}: {self.log_path.read_text()[-2000:]}")
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
+        if wait_listening(self.host, self.port, timeout, self.proc):
+            return
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"mosquitto exited with {self.proc.returncode}: {self.log_path.read_text()[-2000:]}")
         raise RuntimeError(f"mosquitto did not listen on {self.port} within {timeout}s")
 
     def stop(self) -> None:
