@@ -134,6 +134,10 @@ class Reporter:
     def info(self, text: str) -> None:
         print(f"   {text}")
 
+    def block(self, text: str) -> None:
+        """Preformatted text (a table) printed as it is, never re-wrapped."""
+        print(text)
+
     @contextlib.contextmanager
     def task(self, description: str, total: Optional[float] = None) -> Iterator[Callable[..., None]]:
         """A unit of long work; yields ``update(completed=None, description=None)``."""
@@ -418,6 +422,7 @@ def run_demo(config: DemoConfig, reporter: Optional[Reporter] = None) -> DemoRes
     """
     from edgeml.broker_proc import start_private_broker
     from edgeml.fleet.controller import Controller
+    from edgeml.pipeline.report import render_variant_table
     from edgeml.release.keys import init_keys
 
     reporter = reporter or Reporter()
@@ -440,6 +445,7 @@ def run_demo(config: DemoConfig, reporter: Optional[Reporter] = None) -> DemoRes
             models = reuse_models(config.models_from, config.home, reporter)
         else:
             models = build_models_in_child(config.home, config.epochs, config.seed, reporter)
+        reporter.block(render_variant_table(models.report_v1))
         t = lap("models_s", t)
 
         # 2. broker, keys, v1

@@ -29,6 +29,9 @@ def _rich_reporter(console: Any) -> Any:
         def info(self, text: str) -> None:
             console.print(f"  {text}", highlight=False)
 
+        def block(self, text: str) -> None:
+            console.print(text, highlight=False, markup=False, soft_wrap=True)
+
         @contextlib.contextmanager
         def task(self, description: str, total: Optional[float] = None) -> Iterator[Callable[..., None]]:
             columns = [SpinnerColumn(), TextColumn("{task.description}")]

@@ -96,6 +96,8 @@ def test_reduced_demo_ends_with_v2_everywhere_and_v3_nowhere(reduced_demo: DemoR
     assert not _processes_mentioning(str(home)), "a process started by the demo outlived it"
     # progress and the summary went to stderr (stdout holds only the JSON); TensorFlow's chatter to the log
     assert "rollout" in proc.stderr and "OK:" in proc.stderr
+    # the variant table of v1's conversion, with the chosen variant named
+    assert "tflite-int8" in proc.stderr and "onnx-fp32" in proc.stderr and "selected: " in proc.stderr
     assert "WARNING:tensorflow" not in proc.stderr and "fully_quantize" not in proc.stderr
     assert (home / "runs" / "models.log").is_file()
     print(f"reduced demo took {reduced_demo.seconds:.0f}s: {result['timings']}")
