@@ -32,6 +32,7 @@ test: $(STAMP) system-deps lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
+	@bash .ci/system-deps.sh mosquitto postgres wrk
 	$(BIN)/python bench/compression.py
 	$(BIN)/python bench/release.py
 	$(BIN)/python bench/agent.py
