@@ -143,8 +143,8 @@ class Controller:
         rules = list(alert_rules) if alert_rules is not None else load_rules(settings.section("fleet"))
         self.alerts = AlertEvaluator(self.store, rules, self._halt_for_alert, self.manifest_lookup)
         self.http: Optional[FleetHTTPServer] = None
-        self.series_cache = views.SeriesCache(self.store)
         self.drift_cache = views.DriftCache(self.store, self.manifest_lookup)
+        self.series_cache = views.SeriesCache(self.store, reference=self.drift_cache.reference)
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._tick_lock = threading.Lock()

@@ -36,7 +36,8 @@ class DriftCache:
         self.refs: dict[tuple[str, str], Optional[list[list[float]]]] = {}
         self.lock = threading.Lock()
 
-    def _reference(self, model: str, version: str) -> Optional[list[list[float]]]:
+    def reference(self, model: str, version: str) -> Optional[list[list[float]]]:
+        """The release's per-feature reference frequencies (cached), or None without a profile."""
         key = (model, version)
         if key not in self.refs:
             ref = None
@@ -93,7 +94,7 @@ class DriftCache:
                 continue
         out: dict[str, tuple[Optional[float], bool]] = {}
         for dev, (model, version, feats) in merged.items():
-            ref = self._reference(model, version)
+            ref = self.reference(model, version)
             if ref is None and (model, version) in fleet_wide:
                 # no manifest: the other devices on this version are the reference (leave this one out)
                 others = [
@@ -147,44 +148,87 @@ def _finite(x: Optional[float]) -> Optional[float]:
     return None if x is None or not math.isfinite(x) else round(x, 6)
 
 
-def series(store: Store, since_s: float = 600.0, now: Optional[float] = None, points: int = 60) -> list[dict[str, Any]]:
-    """Per (model, version): time buckets of merged telemetry {t, p95_ms, psi_max, requests, error_rate}."""
+ReferenceLookup = Callable[[str, str], Optional[list[list[float]]]]
+
+
+class _Bucket:
+    """Merged telemetry of one (model, version) over one time step: latency, counts, and the feature
+    histograms of every window in it, so drift is judged on the merge, not on one window's noise."""
+
+    __slots__ = ("lat", "n", "e", "feats", "reported")
+
+    def __init__(self) -> None:
+        self.lat: Any = None
+        self.n = 0
+        self.e = 0
+        self.feats: Optional[list[Histogram]] = None
+        self.reported: Optional[float] = None
+
+    def add(self, row: dict[str, Any]) -> None:
+        """Add one telemetry row (``body``, ``requests``, ``errors``, ``psi_max``); a malformed body
+        is skipped. Raises nothing."""
+        try:
+            summary = json.loads(row["body"])["summary"]
+            lat = TelemetrySummary.from_dict({"latency": summary["latency"]}).latency
+            feats = [Histogram.from_dict({"edges": e, "counts": c})
+                     for e, c in zip(summary.get("feature_edges") or [], summary.get("features") or [])]
+        except (SchemaError, KeyError, TypeError, ValueError):
+            return
+        self.lat = lat if self.lat is None else self.lat + lat
+        self.n += row["requests"] or 0
+        self.e += row["errors"] or 0
+        if feats:
+            try:
+                self.feats = feats if self.feats is None else [a + b for a, b in zip(self.feats, feats)]
+            except SchemaError:
+                self.feats = feats
+        if row["psi_max"] is not None:
+            self.reported = max(self.reported or 0.0, row["psi_max"])
+
+    def drift(self, ref: Optional[list[list[float]]]) -> Optional[float]:
+        """Largest feature PSI of the merged histograms against ``ref``, judged only with
+        ``SAMPLES_PER_BIN`` samples per bin (None before). Without a reference: the largest PSI the
+        devices reported for their own windows."""
+        if ref is None or self.feats is None or len(ref) != len(self.feats):
+            return self.reported
+        values = [psi(rf, h.counts) for rf, h in zip(ref, self.feats) if h.count >= SAMPLES_PER_BIN * len(h.counts)]
+        finite = [v for v in values if v is not None]
+        return max(finite) if finite else None
+
+    def point(self, t: float, ref: Optional[list[list[float]]]) -> dict[str, Any]:
+        return {
+            "t": round(t, 3),
+            "p95_ms": _finite(interpolated_quantile(self.lat, 0.95)) if self.lat is not None else None,
+            "psi_max": _finite(self.drift(ref)),
+            "requests": self.n,
+            "error_rate": _finite(self.e / self.n) if self.n else None,
+        }
+
+
+_SERIES_COLUMNS = ("id", "model", "version", "window_end", "requests", "errors", "psi_max", "body")
+
+
+def series(
+    store: Store,
+    since_s: float = 600.0,
+    now: Optional[float] = None,
+    points: int = 60,
+    reference: Optional[ReferenceLookup] = None,
+) -> list[dict[str, Any]]:
+    """Per (model, version): time buckets of merged telemetry {t, p95_ms, psi_max, requests,
+    error_rate}; ``psi_max`` is the drift of the bucket's merged inputs against ``reference``."""
     now = time.time() if now is None else now
     start = now - since_s
     step = max(1.0, since_s / points)
-    buckets: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
-    rows = store.telemetry_rows(
-        since=start, columns=("model", "version", "window_end", "requests", "errors", "psi_max", "body"), limit=200_000
-    )
-    for r in rows:
-        if not r["model"] or not r["version"]:
-            continue
-        b = int((r["window_end"] - start) // step)
-        slot = buckets.setdefault((r["model"], r["version"]), {}).setdefault(
-            b, {"lat": None, "n": 0, "e": 0, "psi": None}
-        )
-        try:
-            lat = TelemetrySummary.from_dict({"latency": json.loads(r["body"])["summary"]["latency"]}).latency
-        except (SchemaError, KeyError, TypeError, ValueError):
-            continue
-        slot["lat"] = lat if slot["lat"] is None else slot["lat"] + lat
-        slot["n"] += r["requests"] or 0
-        slot["e"] += r["errors"] or 0
-        if r["psi_max"] is not None:
-            slot["psi"] = max(slot["psi"] or 0.0, r["psi_max"])
+    buckets: dict[tuple[str, str], dict[int, _Bucket]] = {}
+    for r in store.telemetry_rows(since=start, columns=_SERIES_COLUMNS, limit=200_000):
+        if r["model"] and r["version"]:
+            b = int((r["window_end"] - start) // step)
+            buckets.setdefault((r["model"], r["version"]), {}).setdefault(b, _Bucket()).add(r)
     out = []
     for (model, version), by_bucket in sorted(buckets.items()):
-        pts = []
-        for b, s in sorted(by_bucket.items()):
-            pts.append(
-                {
-                    "t": round(start + (b + 1) * step, 3),
-                    "p95_ms": _finite(interpolated_quantile(s["lat"], 0.95)) if s["lat"] is not None else None,
-                    "psi_max": _finite(s["psi"]),
-                    "requests": s["n"],
-                    "error_rate": _finite(s["e"] / s["n"]) if s["n"] else None,
-                }
-            )
+        ref = reference(model, version) if reference else None
+        pts = [s.point(start + (b + 1) * step, ref) for b, s in sorted(by_bucket.items())]
         out.append({"model": model, "version": version, "points": pts})
     return out
 
@@ -193,36 +237,24 @@ class SeriesCache:
     """:func:`series` for the dashboard's frequent polls: buckets of ``step`` seconds on absolute
     time, filled incrementally (each telemetry row is read once), kept for ``keep_s``."""
 
-    def __init__(self, store: Store, step: float = 10.0, keep_s: float = 3600.0) -> None:
+    def __init__(self, store: Store, step: float = 10.0, keep_s: float = 3600.0,
+                 reference: Optional[ReferenceLookup] = None) -> None:
         self.store = store
         self.step = step
         self.keep_s = keep_s
+        self.reference = reference
         self.after_id = 0
-        self.buckets: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+        self.buckets: dict[tuple[str, str], dict[int, _Bucket]] = {}
         self.lock = threading.Lock()
 
     def update(self, now: float) -> None:
         start = now - self.keep_s
-        rows = self.store.telemetry_rows(
-            since=start, after_id=self.after_id, limit=200_000,
-            columns=("id", "model", "version", "window_end", "requests", "errors", "psi_max", "body"),
-        )
-        for r in rows:
+        for r in self.store.telemetry_rows(since=start, after_id=self.after_id, limit=200_000,
+                                           columns=_SERIES_COLUMNS):
             self.after_id = max(self.after_id, r["id"])
-            if not r["model"] or not r["version"]:
-                continue
-            try:
-                lat = TelemetrySummary.from_dict({"latency": json.loads(r["body"])["summary"]["latency"]}).latency
-            except (SchemaError, KeyError, TypeError, ValueError):
-                continue
-            slot = self.buckets.setdefault((r["model"], r["version"]), {}).setdefault(
-                int(r["window_end"] // self.step), {"lat": None, "n": 0, "e": 0, "psi": None}
-            )
-            slot["lat"] = lat if slot["lat"] is None else slot["lat"] + lat
-            slot["n"] += r["requests"] or 0
-            slot["e"] += r["errors"] or 0
-            if r["psi_max"] is not None:
-                slot["psi"] = max(slot["psi"] or 0.0, r["psi_max"])
+            if r["model"] and r["version"]:
+                by_bucket = self.buckets.setdefault((r["model"], r["version"]), {})
+                by_bucket.setdefault(int(r["window_end"] // self.step), _Bucket()).add(r)
         oldest = int(start // self.step)
         for by_bucket in self.buckets.values():
             for b in [b for b in by_bucket if b < oldest]:
@@ -231,23 +263,14 @@ class SeriesCache:
     def series(self, since_s: float, now: Optional[float] = None) -> list[dict[str, Any]]:
         now = time.time() if now is None else now
         if since_s > self.keep_s:
-            return series(self.store, since_s, now)
+            return series(self.store, since_s, now, reference=self.reference)
         with self.lock:
             self.update(now)
             first = int((now - since_s) // self.step)
             out = []
             for (model, version), by_bucket in sorted(self.buckets.items()):
-                pts = [
-                    {
-                        "t": round((b + 1) * self.step, 3),
-                        "p95_ms": _finite(interpolated_quantile(s["lat"], 0.95)) if s["lat"] is not None else None,
-                        "psi_max": _finite(s["psi"]),
-                        "requests": s["n"],
-                        "error_rate": _finite(s["e"] / s["n"]) if s["n"] else None,
-                    }
-                    for b, s in sorted(by_bucket.items())
-                    if b >= first
-                ]
+                ref = self.reference(model, version) if self.reference else None
+                pts = [s.point((b + 1) * self.step, ref) for b, s in sorted(by_bucket.items()) if b >= first]
                 if pts:
                     out.append({"model": model, "version": version, "points": pts})
             return out

@@ -159,3 +159,33 @@ def test_drift_cache_judges_merged_windows_not_one_noisy_window(store: Store) ->
                       reference=ReferenceProfile([FeatureProfile("f", [0.5], [0.5, 0.5])]))
     got = views.DriftCache(store, lambda name, version: m, window_s=60).values(now)
     assert got["drifted"][1] is True and got["steady0"][1] is False
+
+
+def test_series_drift_is_judged_on_merged_windows_against_the_reference(store: Store) -> None:
+    from device_agent.protocol import FeatureProfile, Histogram
+    from edgeml.fleet import views
+
+    now = time.time()
+
+    def window(device: str, seq: int, version: str, counts: list[int]) -> dict:  # type: ignore[type-arg]
+        t = telemetry(device, seq, version=version, end=now - 10 + seq * 0.1)
+        t.summary.features = [Histogram([0.5], counts)]
+        t.psi = [0.9]  # one small window's own PSI: noise
+        return telemetry_row(device, t.to_json(), now)
+
+    rows = [window(f"d{k}", i, "1.0.0", [26, 24]) for i in range(10) for k in range(3)]
+    rows += [window(f"e{k}", i, "2.0.0", [48, 2]) for i in range(10) for k in range(3)]
+    store.write_batch(telemetry=rows)
+    ref = FeatureProfile("f", [0.5], [0.5, 0.5]).freqs
+
+    def reference(model: str, version: str) -> list[list[float]]:
+        return [ref]
+
+    for got in (views.series(store, 120, now, reference=reference),
+                views.SeriesCache(store, reference=reference).series(120, now)):
+        by = {s["version"]: [p["psi_max"] for p in s["points"] if p["psi_max"] is not None] for s in got}
+        assert by["1.0.0"] and max(by["1.0.0"]) < 0.05, by  # steady inputs: the noisy 0.9 is not shown
+        assert by["2.0.0"] and min(by["2.0.0"]) > 0.2, by  # drifted inputs stand out
+    # without a reference the devices' own window PSI is what there is
+    plain = views.series(store, 120, now)
+    assert max(p["psi_max"] for s in plain for p in s["points"]) == pytest.approx(0.9)
