@@ -31,8 +31,11 @@ def find_python39() -> str | None:
 
 
 CHECK = r"""
-import json, sys, importlib.util
+import json, sys, importlib, importlib.util, pkgutil
 import numpy as np
+import device_agent
+for mod in pkgutil.walk_packages(device_agent.__path__, "device_agent."):
+    importlib.import_module(mod.name)  # every device module imports on this Python
 from pathlib import Path
 from device_agent.protocol import ModelManifest
 from device_agent.runtime import load_runtime
