@@ -62,13 +62,15 @@ class TFLiteRuntime(Runtime):
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Fast path for float32 models (no quantization, no dtype change): one call less."""
-        if self._plain and batch.dtype == self.input_dtype and batch.shape[0] == self._batch:
+        if self._plain and batch.dtype == self.input_dtype:
             interp = self.interp
             try:
                 with self.lock:
-                    interp.set_tensor(self._in_index, batch)
-                    interp.invoke()
-                    return interp.get_tensor(self._out_index)  # type: ignore[no-any-return]
+                    # the batch size is read under the lock: another thread may have resized the input
+                    if batch.shape[0] == self._batch:
+                        interp.set_tensor(self._in_index, batch)
+                        interp.invoke()
+                        return interp.get_tensor(self._out_index)  # type: ignore[no-any-return]
             except Exception as exc:  # noqa: BLE001 - normalised like Runtime.run
                 raise RuntimeError_(f"{self.name}: inference failed: {exc}") from exc
         return super().run(batch)
