@@ -16,7 +16,7 @@ import logging
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 from device_agent.errors import AgentError
 from device_agent.serving.inputs import InputError, parse_json_body, parse_raw_body
@@ -174,12 +174,12 @@ class PredictHandler(BaseHTTPRequestHandler):
             self._drain_or_close()
             self._error(404, f"no such endpoint {self.path}", "POST /v1/predict")
             return
-        length_header = self.headers.get("Content-Length")
-        if length_header is None or not length_header.strip().isdigit():
+        length = content_length(self.headers.get("Content-Length"))
+        if length is None:
             self.close_connection = True
-            self._error(411, "Content-Length is required", "send the body with a Content-Length header")
+            self._error(411, "Content-Length is required (a decimal number of bytes)",
+                        "send the body with a Content-Length header")
             return
-        length = int(length_header)
         if length > agent.cfg.max_body_bytes:
             self.close_connection = True
             agent.window.record_rejected()
@@ -213,11 +213,22 @@ class PredictHandler(BaseHTTPRequestHandler):
         self._json(200, pred.to_dict())
 
     def _drain_or_close(self) -> None:
-        n = self.headers.get("Content-Length")
-        if n and n.isdigit() and int(n) <= 1 << 20:
-            self.rfile.read(int(n))
+        n = content_length(self.headers.get("Content-Length"))
+        if n is not None and n <= 1 << 20:
+            self.rfile.read(n)
         else:
             self.close_connection = True
+
+
+def content_length(value: Optional[str]) -> Optional[int]:
+    """The byte count of a Content-Length header, or None when it is missing or not plain ASCII
+    digits of a sane length (``int()`` accepts other Unicode digits and refuses huge numbers)."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value or len(value) > 18 or not (value.isascii() and value.isdigit()):
+        return None
+    return int(value)
 
 
 def start_http(agent: Agent, host: str, port: int) -> AgentHTTPServer:

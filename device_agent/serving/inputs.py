@@ -97,6 +97,8 @@ def parse_json_body(body: bytes, spec: TensorSpec, max_batch: int) -> tuple[np.n
         doc = json.loads(body)
     except (UnicodeDecodeError, ValueError) as exc:
         raise InputError(f"body is not valid JSON: {exc}", hint='send {"inputs": [[...], ...]}') from exc
+    except RecursionError as exc:
+        raise InputError("body is nested too deeply to be an input", hint='send {"inputs": [[...], ...]}') from exc
     if not isinstance(doc, dict):
         raise InputError(f"expected a JSON object, got {type(doc).__name__}", hint='send {"inputs": [[...], ...]}')
     data: Any = doc.get("inputs", doc.get("input"))

@@ -158,6 +158,11 @@ def raw_exchange(agent: Agent, data: bytes) -> bytes:
         (b"GET /v1/health HTTP/1.1\r\nX: " + b"a" * 70000 + b"\r\n\r\n", b"431"),
         (b"POST /v1/predict HTTP/1.1\r\n\r\n", b"411"),
         (b"POST /v1/predict HTTP/1.0\r\nContent-Length: 2\r\n\r\n{}", b"400"),
+        # a Unicode digit and a number int() refuses: no Content-Length a server can use
+        ("POST /v1/predict HTTP/1.1\r\nContent-Length: \u00b2\r\n\r\nab".encode("utf-8"), b"411"),
+        (b"POST /v1/predict HTTP/1.1\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n", b"411"),
+        # nesting deep enough to exhaust the JSON parser's recursion
+        (b"POST /v1/predict HTTP/1.1\r\nContent-Length: 60000\r\n\r\n" + b"[" * 60000, b"400"),
     ],
 )
 def test_malformed_http_gets_a_4xx_and_the_server_keeps_serving(
