@@ -32,7 +32,7 @@ from device_agent.agent.probation import PASS, Probation
 from device_agent.agent.slots import SlotStore
 from device_agent.agent.telemetry import Spool, WindowAccumulator, drift_of
 from device_agent.agent.updates import UpdateDriver
-from device_agent.errors import AgentError, DataError, SchemaError
+from device_agent.errors import AgentError, ConfigError, DataError, SchemaError
 from device_agent.fsutil import atomic_write_json, read_json
 from device_agent.protocol.manifest import ReferenceProfile
 from device_agent.protocol.messages import DesiredState, Event, ReportedState, Telemetry, TelemetrySummary
@@ -324,7 +324,7 @@ class Agent:
             try:
                 info = self.slots.verify(slot)
                 model = load_model(info, self.cfg.runtime, self.cfg.threads, self.runtime_wrapper)
-            except DataError as exc:
+            except (DataError, ConfigError) as exc:  # ConfigError: no runtime for this slot's format
                 self.emit("slot_rejected", reason=exc.message, model=None, version=None)
                 log.warning("slot %s not usable: %s", slot, exc.message)
                 self.last_error = exc.message
@@ -444,8 +444,9 @@ class Agent:
         self.window.record_shadow(shadow.model.version, agree, batch.shape[0], ms)
 
     # ================================================================ probation
-    def begin_probation(self) -> None:
-        model = self.active
+    def begin_probation(self, model: Optional[LoadedModel] = None) -> None:
+        """Start probation for ``model`` (default: the active one), with its own latency budget."""
+        model = model or self.active
         budget = None
         if model is not None and model.manifest.latency_budget_ms:
             budget = float(model.manifest.latency_budget_ms) * self.cfg.probation_latency_factor

@@ -111,6 +111,7 @@ class Target:
     target_path: str = ""
     length: int = 0
     manifest: dict[str, Any] = field(default_factory=dict)
+    sha256: str = ""  # the signed hash: VERIFYING re-checks the file against it (also after a restart)
 
     @property
     def key(self) -> str:
@@ -126,6 +127,7 @@ class Target:
             str(data.get("target_path", "")),
             int(data.get("length", 0)),
             dict(data.get("manifest") or {}),
+            str(data.get("sha256", "")),
         )
 
 

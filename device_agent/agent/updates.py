@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from device_agent.agent import statemachine as sm
 from device_agent.agent.model import LoadedModel, SelfTestError, load_model, parse_manifest
 from device_agent.agent.probation import PASS
+from device_agent.agent.slots import sha256_file
 from device_agent.errors import AgentError, ConfigError, DataError, TransportError
 from device_agent.protocol.versions import version_key
 from device_agent.runtime import choose_backend
@@ -139,7 +140,7 @@ class UpdateDriver:
             return
         try:
             a.fallback = load_model(a.slots.verify(slot), self.cfg.runtime, self.cfg.threads, a.runtime_wrapper)
-        except DataError as exc:
+        except (DataError, ConfigError) as exc:
             log.warning("fallback slot %s unusable: %s", slot, exc.message)
 
     # ------------------------------------------------------------------ loop
@@ -316,7 +317,14 @@ class UpdateDriver:
         a.transition(
             sm.START,
             f"update to {name} {version}",
-            target=sm.Target(name, version, str(getattr(rel, "target_path", "")), length, manifest_dict(rel)),
+            target=sm.Target(
+                name,
+                version,
+                str(getattr(rel, "target_path", "")),
+                length,
+                manifest_dict(rel),
+                str((getattr(rel, "hashes", None) or {}).get("sha256", "")),
+            ),
             candidate_slot=None,
             download_path=None,
             mode="update",
@@ -429,10 +437,14 @@ class UpdateDriver:
         if not download_path or not path.is_file():
             a.transition(sm.REDOWNLOAD, "downloaded file is gone; downloading again")
             return
-        size = path.stat().st_size
+        digest, size = sha256_file(path)
         if target.length and size != target.length:
             path.unlink()
             a.transition(sm.REDOWNLOAD, f"downloaded file has {size} bytes, expected {target.length}")
+            return
+        if target.sha256 and digest != target.sha256:
+            path.unlink()
+            a.transition(sm.REDOWNLOAD, "downloaded file does not match its signed sha256; downloading again")
             return
         try:
             manifest = parse_manifest(dict(target.manifest))
@@ -466,7 +478,7 @@ class UpdateDriver:
             a.transition(sm.REVERTED, f"returned to {target.name} {target.version} (self-test passed)")
             return
         a.fallback = old
-        a.begin_probation()
+        a.begin_probation(model)  # the candidate's latency budget, not the old model's
         a.set_active(model)
         a.transition(sm.SELF_TEST_PASSED, f"self-test passed ({len(model.manifest.golden)} golden vectors); probation")
 
@@ -476,14 +488,18 @@ class UpdateDriver:
         bad = a.active
         candidate = a.record.candidate_slot
         if bad is not None and bad.slot.slot == candidate:
-            a.slots.rollback()
+            if a.slots.rollback() == candidate:
+                # nothing to return to on disk (a first update): the failed candidate must not stay
+                # the active slot, nor be found again as "an intact slot" after a restart
+                a.slots.drop_active(None)
+                a.slots.remove(candidate)
             fb: Optional[LoadedModel] = a.fallback
             if fb is None:
                 slot = a.slots.active
                 if slot:
                     try:
                         fb = load_model(a.slots.verify(slot), self.cfg.runtime, self.cfg.threads, a.runtime_wrapper)
-                    except DataError as exc:
+                    except (DataError, ConfigError) as exc:
                         log.warning("rollback slot %s unusable: %s", slot, exc.message)
             if fb is not None:
                 a.set_active(fb)

@@ -101,6 +101,15 @@ def test_sigkill_in_each_update_state_recovers_and_converges(
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         (data / f"paused-{state}").unlink()
+        tampered = False
+        if state == "verifying":
+            # bytes changed on disk while the agent was down (same length): the signed hash catches it
+            for f in (data / "downloads").glob("*2.0.0*"):
+                raw = bytearray(f.read_bytes())
+                raw[len(raw) // 2] ^= 0xFF
+                f.write_bytes(bytes(raw))
+                tampered = True
+            assert tampered, "no downloaded file to tamper with"
         # the last will marks the device offline
         wait_until(lambda: any(s.device_id == device and not s.online for s in watcher.of("state")), what="last will")
 
@@ -126,6 +135,10 @@ def test_sigkill_in_each_update_state_recovers_and_converges(
             lambda: [e for e in watcher.events() if e.device_id == device and e.event == "resume"], what="resume"
         )
         assert state in resumed[0].reason
+        if tampered:
+            assert any(
+                e.device_id == device and "signed sha256" in e.reason for e in watcher.events()
+            ), "the tampered download was not caught by its signed hash"
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

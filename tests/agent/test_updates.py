@@ -196,6 +196,37 @@ def test_nan_in_probation_rolls_back_and_says_why(
         agent.stop()
 
 
+def test_a_first_model_failing_probation_is_dropped_and_never_served_again(
+    tmp_path: Path, broker: Any, pub: Publisher, watcher: Watcher
+) -> None:
+    from device_agent.agent.core import NotReady, PredictError
+
+    pub.publish("nan_when_negative", "1.0.0")  # the first model, so nothing to roll back to
+    agent = start_agent(tmp_path, broker, pub, probation_seconds=30.0, probation_requests=20)
+    bad = np.array([[-0.5, 0.1, 0.2, 0.3]], dtype=np.float32)
+    try:
+        watcher.wait_for(lambda: at(agent, "1.0.0", "probation"), what="1.0.0 in probation")
+        with pytest.raises(PredictError):
+            agent.predict(bad)
+        ev = watcher.wait_for(lambda: [e for e in watcher.events() if e.event == "probation_failed"], what="rb")[0]
+        assert "NaN" in ev.reason
+        wait_until(lambda: agent.status()["update_state"] == "rolled_back", what="rolled back")
+        with pytest.raises(NotReady):
+            agent.predict(X)
+        slots = SlotStore(agent.cfg.slots_dir)
+        assert slots.active is None and slots.slots() == []
+    finally:
+        agent.stop()
+    agent = start_agent(tmp_path, broker, pub, probation_seconds=30.0, probation_requests=20)
+    try:
+        time.sleep(1.0)  # a restart finds no slot to serve and keeps refusing the failed version
+        with pytest.raises(NotReady):
+            agent.predict(X)
+        assert agent.status()["version"] is None
+    finally:
+        agent.stop()
+
+
 def test_corrupted_slot_is_detected_and_recovered(
     tmp_path: Path, broker: Any, pub: Publisher, watcher: Watcher
 ) -> None:
