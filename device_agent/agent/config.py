@@ -64,6 +64,9 @@ class AgentConfig:
     probation_max_nonfinite: int = 0
     probation_latency_factor: float = 1.0
     max_update_attempts: int = 3
+    # a download the data checks rejected (e.g. expired metadata before the publisher re-signs) is
+    # tried again after this long; a rolled-back or failed model is not
+    rejected_retry_s: float = 600.0
     max_download_bytes: int = 256 * 1024 * 1024
     update_timeout: float = 15.0
     # inference
@@ -98,7 +101,8 @@ class AgentConfig:
             check_segment(self.group, "group")
         if self.http_address is not None:
             parse_address(self.http_address)
-        _positive(self, "telemetry_interval", "update_check_interval", "reconnect_min_s", "reconnect_max_s")
+        _positive(self, "telemetry_interval", "update_check_interval", "reconnect_min_s", "reconnect_max_s",
+                  "rejected_retry_s")
         _positive(self, "probation_seconds", "probation_latency_factor", "update_timeout")
         _positive_int(self, "spool_max_windows", "telemetry_sample_max", "max_update_attempts", "threads")
         _positive_int(self, "max_batch", "max_body_bytes", "max_download_bytes", "audit_max_bytes", "keepalive")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
@@ -23,6 +24,9 @@ if TYPE_CHECKING:
     from device_agent.agent.core import Agent
 
 log = logging.getLogger("edgeml.agent.updates")
+
+# the reason prefix of a download the data checks rejected (retried after ``rejected_retry_s``)
+REJECTED_DOWNLOAD = "download rejected: "
 
 
 class UpdateDriver:
@@ -41,6 +45,7 @@ class UpdateDriver:
         self.on_progress: Optional[Callable[[int, int], None]] = None
         self._shadow_failed: set[str] = set()
         self._desired_key: Optional[str] = None
+        self._rejected_at: dict[str, float] = {}
 
     # ------------------------------------------------------------------ updater
     def provision_root(self) -> None:
@@ -271,7 +276,11 @@ class UpdateDriver:
         key = f"{name}@{version}"
         rec = a.record
         if key in rec.refused:
-            return
+            if not self._retry_due(key, rec.refused[key]):
+                return
+            del rec.refused[key]
+            a.persist()
+            a.emit("retry", reason=f"trying {key} again after its download was rejected", model=name, version=version)
         prev = a.slots.previous
         if prev:
             try:
@@ -341,6 +350,18 @@ class UpdateDriver:
             a.record.refused = {k: v for k, v in a.record.refused.items() if k == key}
             a.persist()
         self._desired_key = key
+
+    def _retry_due(self, key: str, reason: str) -> bool:
+        """A refusal whose download was rejected by the data checks (expired or not-yet-refreshed
+        metadata, a tampered chunk) is retried after ``rejected_retry_s``: the repository may have
+        been re-signed since. Failed self-tests, probation failures and downgrades stay refused."""
+        if not reason.startswith(REJECTED_DOWNLOAD):
+            return False
+        first = self._rejected_at.setdefault(key, time.monotonic())
+        if time.monotonic() - first < self.cfg.rejected_retry_s:
+            return False
+        self._rejected_at.pop(key, None)
+        return True
 
     def refuse(self, key: str, reason: str) -> None:
         a = self.agent
@@ -416,7 +437,7 @@ class UpdateDriver:
             log.info("download of %s interrupted (%s); retry in %.1fs", target.key, exc.message, delay)
             return delay
         except DataError as exc:
-            a.transition(sm.REJECTED, f"download rejected: {exc.message}")
+            a.transition(sm.REJECTED, f"{REJECTED_DOWNLOAD}{exc.message}")
             return None
         self._transport_failures = 0
         a.transition(

@@ -227,6 +227,43 @@ def test_a_first_model_failing_probation_is_dropped_and_never_served_again(
         agent.stop()
 
 
+def test_a_rejected_download_is_retried_after_the_repository_is_fixed(
+    tmp_path: Path, broker: Any, pub: Publisher, watcher: Watcher
+) -> None:
+    import json
+
+    import paho.mqtt.publish as mqtt_publish
+    import paho.mqtt.subscribe as mqtt_subscribe
+
+    from device_agent.protocol import Topics
+
+    pub.publish("good1", "1.0.0")
+    opts = {"rejected_retry_s": 1.0, "update_check_interval": 0.5}
+    agent = start_agent(tmp_path, broker, pub, **opts)
+    watcher.wait_for(lambda: at(agent, "1.0.0"), what="1.0.0 committed")
+    agent.stop()
+    pub.publish("good2", "2.0.0")
+    topics = Topics(pub.settings.fleet)
+    index_msg = mqtt_subscribe.simple(topics.repo_target_index("models/tiny/2.0.0/tiny.tflite"),
+                                      hostname=broker.host, port=broker.port, retained=True)
+    digest = json.loads(index_msg.payload)["chunks"][0][0]
+    good = mqtt_subscribe.simple(topics.repo_chunk(digest), hostname=broker.host, port=broker.port, retained=True)
+    good_bytes = bytes(good.payload)
+    mqtt_publish.single(topics.repo_chunk(digest), bytes([good_bytes[0] ^ 1]) + good_bytes[1:], qos=1,
+                        retain=True, hostname=broker.host, port=broker.port)
+    agent = start_agent(tmp_path, broker, pub, **opts)
+    try:
+        ev = watcher.wait_for(lambda: [e for e in watcher.events() if e.event == "rejected"], what="rejected")[0]
+        assert ev.version == "2.0.0" and "download rejected" in ev.reason
+        assert agent.predict(X).version == "1.0.0"  # the device keeps serving what it had
+        mqtt_publish.single(topics.repo_chunk(digest), good_bytes, qos=1, retain=True,
+                            hostname=broker.host, port=broker.port)
+        watcher.wait_for(lambda: at(agent, "2.0.0", "probation") or at(agent, "2.0.0"), what="2.0.0 after retry")
+        assert any(e.event == "retry" and e.version == "2.0.0" for e in watcher.events())
+    finally:
+        agent.stop()
+
+
 def test_corrupted_slot_is_detected_and_recovered(
     tmp_path: Path, broker: Any, pub: Publisher, watcher: Watcher
 ) -> None:
