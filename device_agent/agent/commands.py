@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from device_agent.agent.config import load_config
+from device_agent.fsutil import atomic_write_bytes
 
 
 class JsonLogFormatter(logging.Formatter):
@@ -59,7 +60,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if agent.http_port is not None:
         logging.getLogger("edgeml.agent").info("serving on http://%s:%s", cfg.http_host_port[0], agent.http_port)  # type: ignore[index]
         if args.port_file:
-            Path(args.port_file).write_text(str(agent.http_port))
+            # atomic: a reader polling for the file never sees it empty
+            atomic_write_bytes(Path(args.port_file), str(agent.http_port).encode(), fsync=False)
     try:
         while not done.wait(0.5):
             pass

@@ -323,6 +323,10 @@ class UpdateDriver:
             limit = self.cfg.max_download_bytes
             self.refuse(key, f"{name} {version} is {length} bytes, over max_download_bytes {limit}")
             return
+        # chunks left by an abandoned or rejected download must not pile up across updates
+        clear = getattr(self._updater, "clear_cache", None)
+        if callable(clear):
+            clear()
         a.transition(
             sm.START,
             f"update to {name} {version}",

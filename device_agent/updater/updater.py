@@ -182,6 +182,10 @@ class Updater:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def clear_cache(self) -> None:
+        """Drop the chunks kept for resuming downloads (a new target starts from nothing)."""
+        self.fetcher.clear_cache()
+
     def close(self) -> None:
         """Close the broker connection."""
         self.reader.close()

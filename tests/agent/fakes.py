@@ -27,6 +27,7 @@ class FakeUpdater:
         self.transport_failures = 0  # next N downloads raise TransportError
         self.tamper: set[str] = set()
         self.downloads = 0
+        self.cache_clears = 0
         self.closed = False
 
     def add(self, model: Path, manifest: dict[str, Any]) -> FakeRelease:
@@ -60,6 +61,9 @@ class FakeUpdater:
         tmp.write_bytes(self.files[release.target_path])
         os.replace(tmp, dest)
         return Path(dest)
+
+    def clear_cache(self) -> None:
+        self.cache_clears += 1
 
     def close(self) -> None:
         self.closed = True

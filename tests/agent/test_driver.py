@@ -56,6 +56,21 @@ def test_tampered_download_fails_and_is_not_retried(
         agent.stop()
 
 
+def test_every_new_update_starts_with_an_empty_chunk_cache(
+    tmp_path: Path, shared_broker: Any, fake: FakeUpdater, tiny_models: dict[str, Path]
+) -> None:
+    agent = make_agent(tmp_path, shared_broker, fake).start()
+    try:
+        wait_until(lambda: settled(agent, "1.0.0"), what="1.0.0")
+        assert fake.cache_clears == 1
+        fake.add(tiny_models["good2"], make_manifest(tiny_models["good2"], version="2.0.0"))
+        agent.kick()
+        wait_until(lambda: settled(agent, "2.0.0"), what="2.0.0")
+        assert fake.cache_clears == 2  # chunks an abandoned or rejected download left cannot pile up
+    finally:
+        agent.stop()
+
+
 def test_transport_errors_are_retried_until_the_download_completes(
     tmp_path: Path, shared_broker: Any, fake: FakeUpdater, tiny_models: dict[str, Path]
 ) -> None:
