@@ -171,7 +171,7 @@ def gate_text(g: dict[str, Any]) -> str:
 
 
 class FleetAPI:
-    """The controller's JSON API (INTERFACES §4), read the way the dashboard reads it."""
+    """The controller's JSON API (docs/INTERFACES.md §4), read the way the dashboard reads it."""
 
     def __init__(self, base_url: str, timeout: float = 5.0) -> None:
         self.base_url = base_url.rstrip("/")

@@ -68,7 +68,7 @@ def digits_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def digits_convert_dir(digits_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The ``edgeml convert`` output of :func:`digits_model_dir`: report.json, variants/*.tflite|onnx
-    and variants/*.manifest.json (INTERFACES.md §1), built once per session."""
+    and variants/*.manifest.json (docs/INTERFACES.md §1), built once per session."""
     from edgeml.pipeline.convert import convert
 
     out = tmp_path_factory.mktemp("digits-convert") / "convert"

@@ -1,5 +1,5 @@
 """The Agent: serves the active model, follows the desired state, reports state, events and
-telemetry. The in-process API (INTERFACES.md §3)::
+telemetry. The in-process API (docs/INTERFACES.md §3)::
 
     agent = Agent(AgentConfig(...), runtime_wrapper=None)
     agent.start(); agent.predict(x); agent.status(); agent.stop()

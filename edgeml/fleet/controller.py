@@ -5,7 +5,7 @@ Library entry point (the CLI's ``edgeml fleet serve`` and the demo use it)::
     c = Controller(settings, broker_url="mqtt://127.0.0.1:1883", store_url=None, http_port=8765)
     c.start()
     c.start_rollout("digits", "2.0.0", stages="10,50,100", soak="30s")
-    c.rollout_status("digits")        # dict, INTERFACES.md §4
+    c.rollout_status("digits")        # dict, docs/INTERFACES.md §4
     c.stop()
 
 Everything it needs to continue lives in the store, so a controller killed mid-rollout and

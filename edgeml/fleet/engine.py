@@ -336,7 +336,7 @@ class Engine:
 
     # views -------------------------------------------------------------------------------------
     def status(self, r: Rollout, devices: Sequence[DeviceView] | None = None) -> dict[str, Any]:
-        """The rollout as the API and CLI show it (INTERFACES.md §4)."""
+        """The rollout as the API and CLI show it (docs/INTERFACES.md §4)."""
         devices = self.store.device_views() if devices is None else devices
         targeted = [d for d in devices if in_target(r.target, r.model, d)]
         prog = progress(r, targeted)

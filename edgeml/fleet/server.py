@@ -1,4 +1,4 @@
-"""The controller's HTTP server on 127.0.0.1: the dashboard page, the JSON API (INTERFACES.md §4)
+"""The controller's HTTP server on 127.0.0.1: the dashboard page, the JSON API (docs/INTERFACES.md §4)
 and Prometheus ``/metrics``. Standard library only; ``TCP_NODELAY`` on every connection so that
 keep-alive responses are not held back by delayed ACKs."""
 
@@ -101,7 +101,7 @@ class _Handler(BaseHTTPRequestHandler):
             elif url.path == "/metrics":
                 self._send(200, c.metrics().encode(), "text/plain; version=0.0.4; charset=utf-8")
             else:
-                self._error(404, f"no route {url.path}", "see INTERFACES.md §4 for the API")
+                self._error(404, f"no route {url.path}", "see docs/INTERFACES.md §4 for the API")
         except AgentError as exc:
             self._error(400 if "no rollout" not in exc.message else 404, exc.message, exc.hint)
         except Exception as exc:  # noqa: BLE001 - never drop the connection without an answer

@@ -114,7 +114,7 @@ class DriftCache:
 def fleet_devices(
     store: Store, now: Optional[float] = None, recent_s: float = RECENT_S, drift: Optional[DriftCache] = None
 ) -> list[dict[str, Any]]:
-    """Every device (INTERFACES.md §4 ``/api/fleet``): state plus its latest p95, and its input
+    """Every device (docs/INTERFACES.md §4 ``/api/fleet``): state plus its latest p95, and its input
     drift (merged over the recent windows when ``drift`` is given, else the last window's)."""
     now = time.time() if now is None else now
     latest = store.latest_telemetry(now - recent_s)

@@ -1,6 +1,6 @@
 """``edgeml train``: load and validate data, fit a recipe from ``models/``, write the model folder.
 
-The folder (see INTERFACES.md §1) holds the model (``model.keras`` or ``model.joblib``),
+The folder (see docs/INTERFACES.md §1) holds the model (``model.keras`` or ``model.joblib``),
 ``train.json``, ``metrics.json``, ``profile.json``, ``golden.json``, ``lineage.json`` and
 ``data.npz``. It is written atomically: a failed run leaves nothing behind.
 """

@@ -1,4 +1,4 @@
-"""An in-memory updater with the real Updater's interface (INTERFACES.md §2), for unit tests of
+"""An in-memory updater with the real Updater's interface (docs/INTERFACES.md §2), for unit tests of
 the update state machine only. Integration tests use the real Updater and a real publish."""
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ def test_rollout_passes_every_stage_and_serves_the_api(tmp_path: Path, shared_br
         assert [h["event"] for h in st["history"]].count("stage_passed") == 3
         assert wait_for(lambda: set(devs.versions().values()) == {"2.0.0"}, 10)
         assert all(g["ok"] for g in st["gates"]), st["gates"]
-        # the JSON API the dashboard reads (INTERFACES.md §4)
+        # the JSON API the dashboard reads (docs/INTERFACES.md §4)
         fleet = get(c.url + "/api/fleet")["devices"]  # type: ignore[operator]
         assert len(fleet) == 24 and {d["version"] for d in fleet} == {"2.0.0"}
         assert set(fleet[0]) >= {"device_id", "online", "model", "version", "previous_version", "update_state",
