@@ -10,8 +10,8 @@ operator (everyone goes back). ``paused`` holds the current stage; gates are sti
 Cohorts are deterministic: a device's bucket is a hash of the rollout id and the device id in
 [0, 1). Stage *i* reaches every device whose bucket is at or below the stage's *cut*; cuts only
 grow, so a device that got the candidate keeps it until the rollout ends, and a device joining
-later gets what its bucket dictates. A cut is the stage's percentage, raised when needed so that
-the cohort holds at least ``min_devices`` of the devices known when the stage starts.
+later gets what its bucket dictates. A cut is set when its stage starts so that the cohort holds
+the stage's share of the devices known then (at least ``min_devices``).
 """
 
 from __future__ import annotations
@@ -247,16 +247,17 @@ def new_rollout(
 
 
 def stage_cut(rollout: Rollout, pct: float, devices: Iterable[DeviceView]) -> float:
-    """The cut for a stage at ``pct`` percent: at least the percentage, raised to hold
-    ``min_devices`` of ``devices``, never below the previous cut; 100 % is everyone."""
+    """The cut for a stage at ``pct`` percent: the bucket of the device that makes the cohort
+    ``pct`` percent of ``devices`` (rounded up, at least ``min_devices``), so that a small fleet's
+    stage holds the share it names rather than whatever a hash gives; the plain percentage when no
+    device is known yet; never below the previous cut; 100 % is everyone."""
     if pct >= 100:
         return 1.0
     buckets = sorted(bucket(rollout.id, d.device_id) for d in devices)
-    cut = pct / 100.0
-    k = min(rollout.min_devices, len(buckets))
-    if k and buckets[k - 1] > cut:
-        cut = buckets[k - 1]
-    return max(cut, rollout.cut)
+    if not buckets:
+        return max(pct / 100.0, rollout.cut)
+    k = min(max(rollout.min_devices, math.ceil(pct / 100.0 * len(buckets))), len(buckets))
+    return max(buckets[k - 1], rollout.cut)
 
 
 def desired_version(rollout: Rollout, device_id: str) -> tuple[str | None, str | None]:

@@ -218,3 +218,21 @@ def test_ab_holds_the_first_split_until_promoted() -> None:
     assert r.stage_index == 1
     r = apply_command(r, "resume", 1003.0).rollout
     assert r.state == "running"
+
+
+@pytest.mark.parametrize("rollout_id", ["r1", "r2", "r3", "r4", "r5"])
+def test_each_stage_holds_the_share_it_names(rollout_id: str) -> None:
+    from edgeml.fleet.rollout import stage_cut
+
+    devices = fleet(20)
+    r = make(rollout_id=rollout_id, min_devices=1)
+    cuts = []
+    for pct, want in ((10, 2), (25, 5), (50, 10), (100, 20)):
+        r.cuts = [*r.cuts, stage_cut(r, pct, devices)]
+        cuts.append(r.cut)
+        assert sum(r.in_cohort(d.device_id) for d in devices) == want, (pct, rollout_id)
+    assert cuts == sorted(cuts)  # cuts only grow: a device that got the candidate keeps it
+    # min_devices raises a small stage
+    r2 = make(rollout_id=rollout_id, min_devices=3)
+    r2.cuts = [stage_cut(r2, 1, devices)]
+    assert sum(r2.in_cohort(d.device_id) for d in devices) == 3
