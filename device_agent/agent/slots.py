@@ -129,10 +129,13 @@ class SlotStore:
     def slot_name(self, name: str, version: str, sha256: str) -> str:
         return _SAFE.sub("_", f"{name}-{version}-{sha256[:12]}")
 
-    def stage(self, source: Path, manifest: dict[str, Any], name: str, version: str) -> SlotInfo:
-        """Copy ``source`` into a new slot (temp folder, then rename). Returns the slot.
-        Raises OSError."""
-        digest, length = sha256_file(source)
+    def stage(
+        self, source: Path, manifest: dict[str, Any], name: str, version: str,
+        measured: Optional[tuple[str, int]] = None,
+    ) -> SlotInfo:
+        """Copy ``source`` into a new slot (temp folder, then rename). ``measured`` is the file's
+        (sha256, length) when the caller has just computed it. Returns the slot. Raises OSError."""
+        digest, length = measured or sha256_file(source)
         slot = self.slot_name(name, version, digest)
         final = self.root / slot
         filename = "model" + (Path(str(manifest.get("filename") or source.name)).suffix or ".tflite")

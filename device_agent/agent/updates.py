@@ -479,7 +479,7 @@ class UpdateDriver:
         except (DataError, ConfigError) as exc:
             a.transition(sm.REJECTED, f"verification failed: {exc.message}")
             return
-        info = a.slots.stage(path, target.manifest, target.name, target.version)
+        info = a.slots.stage(path, target.manifest, target.name, target.version, measured=(digest, size))
         a.transition(sm.VERIFIED, f"staged in slot {info.slot}", candidate_slot=info.slot)
         try:
             path.unlink()
